@@ -1,0 +1,10 @@
+"""The one exception type the command line turns into a one-line error."""
+
+
+class FaceauditError(Exception):
+    """Bad input or a failed precondition; the message names the file, line or key.
+
+    The CLI and the paper's scripts print it as one line and exit with ``exit_code``.
+    """
+
+    exit_code = 2
