@@ -1,0 +1,288 @@
+"""Image sources: a folder, a .zip or a .tar[.gz|.bz2|.xz], read in place.
+
+Members are relative POSIX paths such as ``identity/image.jpg``. Archive members
+whose path is absolute or climbs out with ``..``, and links and devices, are
+refused: listed in ``source.refused`` with the reason, and never read. Nothing is
+ever extracted or written. Sources pickle without their open handles and reopen
+them lazily in each process, so DataLoader workers can share one.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from faceaudit.errors import FaceauditError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"})
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def split_member(member: str) -> tuple[str, str]:
+    """``(identity, image_name)``: the parent folder's name and the file name."""
+    path = PurePosixPath(member)
+    return path.parent.name, path.name
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why an archive member name is refused, or None when it is a safe relative path."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "path with '..'"
+    return None
+
+
+class ImageSource:
+    """Files of a dataset, by relative path. Use :func:`open_source` to make one."""
+
+    kind = "source"
+    sequential = False  # True where reading in storage order is far faster (compressed tars)
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.refused: dict[str, str] = {}
+        self._members: list[str] = []
+        self._handle = None
+        self._handle_pid = None
+        self._by_name: dict[str, list[str]] | None = None
+        self._member_set: set[str] | None = None
+
+    # subclasses fill _members / refused in _scan and implement _open / _read
+    def members(self) -> list[str]:
+        """Every safe regular-file member, sorted."""
+        return list(self._members)
+
+    def images(self) -> list[str]:
+        """Members with an image extension (case-insensitive), sorted."""
+        return [m for m in self._members if is_image_name(m)]
+
+    def storage_order(self, members: list[str]) -> list[str]:
+        """``members`` in the order they are stored: the fast order to read them in."""
+        return list(members)
+
+    def read(self, member: str) -> bytes:
+        if member in self.refused:
+            raise FaceauditError(f"{self.path}: member {member!r} refused ({self.refused[member]})")
+        if member not in self._set():
+            raise FaceauditError(f"{self.path}: no member {member!r}")
+        try:
+            return self._read(self._open_handle(), member)
+        except OSError as exc:
+            raise FaceauditError(f"{self.path}: cannot read {member!r} ({exc})") from None
+
+    def find(self, relpath: str) -> str | None:
+        """The member for ``relpath``: exact, with or without one top-level folder, else by unique file name."""
+        wanted = str(PurePosixPath(relpath.replace("\\", "/").lstrip("/"))).removeprefix("./")
+        members = self._set()
+        if wanted in members:
+            return wanted
+        parts = PurePosixPath(wanted).parts
+        if len(parts) > 1 and "/".join(parts[1:]) in members:
+            return "/".join(parts[1:])
+        for prefix in self._top_folders():
+            if f"{prefix}/{wanted}" in members:
+                return f"{prefix}/{wanted}"
+        candidates = self._names().get(PurePosixPath(wanted).name, [])
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(parts) > 1:  # several files share the name: prefer the one under the same folder
+            tail = [c for c in candidates if c.endswith("/" + "/".join(parts[-2:]))]
+            if len(tail) == 1:
+                return tail[0]
+        return None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = self._handle_pid = None
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_handle=None, _handle_pid=None, _by_name=None, _member_set=None)
+        return state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} ({len(self._members)} files)>"
+
+    # ---- internals
+    def _open_handle(self):
+        if self._handle is None or self._handle_pid != os.getpid():
+            self._handle = self._open()
+            self._handle_pid = os.getpid()
+        return self._handle
+
+    def _set(self) -> set[str]:
+        if self._member_set is None:
+            self._member_set = set(self._members)
+        return self._member_set
+
+    def _names(self) -> dict[str, list[str]]:
+        if self._by_name is None:
+            self._by_name = {}
+            for member in self._members:
+                self._by_name.setdefault(PurePosixPath(member).name, []).append(member)
+        return self._by_name
+
+    def _top_folders(self) -> list[str]:
+        return sorted({m.split("/", 1)[0] for m in self._members if "/" in m})
+
+    def _open(self):
+        return None
+
+    def _read(self, handle, member: str) -> bytes:
+        raise NotImplementedError
+
+
+class FolderSource(ImageSource):
+    kind = "folder"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        found = []
+        for root, dirs, files in os.walk(self.path):
+            dirs.sort()
+            rel_root = Path(root).relative_to(self.path)
+            for name in files:
+                full = Path(root) / name
+                if full.is_file():  # regular files, symlinked ones included: the user's own disk
+                    found.append((rel_root / name).as_posix())
+        self._members = sorted(found)
+
+    def _read(self, handle, member: str) -> bytes:
+        return (self.path / member).read_bytes()
+
+
+class ZipSource(ImageSource):
+    kind = "zip"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                infos = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise FaceauditError(f"{self.path}: corrupt or unreadable zip archive ({exc})") from None
+        members = []
+        for info in infos:
+            if info.is_dir():
+                continue
+            reason = unsafe_reason(info.filename)
+            mode = info.external_attr >> 16
+            if reason is None and stat.S_ISLNK(mode):
+                reason = "symbolic link"
+            elif reason is None and mode and not stat.S_ISREG(mode) and stat.S_IFMT(mode):
+                reason = "device or special file"
+            if reason:
+                self.refused[info.filename] = reason
+            else:
+                members.append(info.filename)
+        self._members = sorted(members)
+
+    def _open(self):
+        return zipfile.ZipFile(self.path)
+
+    def _read(self, handle, member: str) -> bytes:
+        try:
+            return handle.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+            raise OSError(f"damaged member: {exc}") from None
+
+
+class TarSource(ImageSource):
+    kind = "tar"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        try:
+            with tarfile.open(self.path, "r:*") as archive:
+                infos = archive.getmembers()
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise FaceauditError(f"{self.path}: corrupt or unreadable tar archive ({exc})") from None
+        self._opener = _decompressor(self.path)
+        self.sequential = self._opener is not open
+        self._offsets: dict[str, tuple[int, int]] = {}
+        self._order: dict[str, int] = {}
+        for position, info in enumerate(infos):
+            if info.isdir():
+                continue
+            reason = unsafe_reason(info.name)
+            if reason is None and (info.issym() or info.islnk()):
+                reason = "link"
+            elif reason is None and not info.isreg():
+                reason = "device or special file"
+            if reason:
+                self.refused[info.name] = reason
+                continue
+            self._offsets[info.name] = (info.offset_data, info.size)
+            self._order[info.name] = position
+        self._members = sorted(self._offsets)
+
+    def storage_order(self, members: list[str]) -> list[str]:
+        return sorted(members, key=lambda m: self._order.get(m, -1))
+
+    def _open(self):
+        return self._opener(self.path, "rb")
+
+    def _read(self, handle, member: str) -> bytes:
+        offset, size = self._offsets[member]
+        try:  # in a compressed stream, seeking backwards restarts decompression
+            handle.seek(offset)
+            data = handle.read(size)
+        except (EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise OSError(f"damaged archive: {exc}") from None
+        if len(data) != size:
+            raise OSError(f"truncated member ({len(data)} of {size} bytes)")
+        return data
+
+
+def _decompressor(path: Path):
+    """The ``open`` that yields a tar's raw bytes, chosen by the file's magic number."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open
+    if magic.startswith(b"BZh"):
+        return bz2.open
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open
+    return open
+
+
+def open_source(path: str | os.PathLike) -> ImageSource:
+    """A folder, ``.zip`` or ``.tar``/``.tar.gz``/``.tgz`` (also bz2, xz) as an :class:`ImageSource`."""
+    path = Path(path)
+    if path.is_dir():
+        return FolderSource(path)
+    if not path.exists():
+        raise FaceauditError(f"{path}: no such folder or archive")
+    if zipfile.is_zipfile(path):
+        return ZipSource(path)
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError):
+        is_tar = False
+    if is_tar:
+        return TarSource(path)
+    name = path.name.lower()
+    if name.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        raise FaceauditError(f"{path}: corrupt or truncated archive")
+    raise FaceauditError(f"{path}: unsupported source (expected a folder, .zip, .tar, .tar.gz or .tgz)")
