@@ -1,0 +1,105 @@
+"""One name -> one backbone: its constructor, preprocessing and conventional weights file.
+
+Architecture modules call :func:`register` at import time;
+``faceaudit.models`` imports them all, so importing the package fills the registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from faceaudit.errors import FaceauditError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A backbone and the input it expects.
+
+    The network sees ``x = (pixel * scale - mean) / std`` for ``pixel`` in 0..255,
+    channels in ``channel_order``, an image of ``input_size`` = (height, width).
+    """
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    embedding_dim: int = 512
+    input_size: tuple[int, int] = (112, 112)
+    channel_order: str = "RGB"
+    scale: float = 1 / 255
+    mean: float = 0.5
+    std: float = 0.5
+    weights_file: str | None = None
+    weights_loader: str = "torch"
+    description: str = ""
+    #: how to get the weights file, an imperative phrase shown when it is missing, e.g.
+    #: 'download backbone.pth from ...' or 'run `faceaudit models fetch sface`'
+    download: str = ""
+
+    def preprocessing(self) -> dict:
+        """The preprocessing as plain data, for output metadata."""
+        return {
+            "input_size": list(self.input_size),
+            "channel_order": self.channel_order,
+            "scale": self.scale,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` under ``spec.name``; registering a different spec under a taken name is an error."""
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"register() takes a ModelSpec, got {type(spec).__name__}")
+    if spec.channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"{spec.name}: channel_order must be 'RGB' or 'BGR', got {spec.channel_order!r}")
+    if spec.weights_loader not in ("torch", "onnx", "torchscript"):
+        raise ValueError(f"{spec.name}: weights_loader must be 'torch', 'onnx' or 'torchscript', "
+                         f"got {spec.weights_loader!r}")
+    known = _REGISTRY.get(spec.name)
+    if known is not None and _origin(known) != _origin(spec):
+        raise ValueError(f"a different model is already registered as {spec.name!r} (by {_origin(known)[0]})")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _origin(spec: ModelSpec) -> tuple[str, str]:
+    """Where a spec's constructor was defined: re-importing a module may register it again."""
+    return (getattr(spec.build, "__module__", "?"), getattr(spec.build, "__qualname__", "?"))
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name`` (case-insensitive); unknown names list the known ones."""
+    key = (name or "").strip().lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    raise FaceauditError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+
+
+def list_specs() -> list[ModelSpec]:
+    """All registered specs, sorted by name."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def create_model(name: str) -> torch.nn.Module:
+    """A freshly initialised (untrained) model of architecture ``name``."""
+    return get_spec(name).build()
+
+
+def _no_build() -> torch.nn.Module:
+    raise FaceauditError(
+        "the 'torchscript' architecture has no constructor: it is loaded whole from a TorchScript "
+        "file, e.g. load_model('torchscript', 'Models/my_model.pt', device) or --arch torchscript --weights FILE")
+
+
+#: Any network saved with ``torch.jit.save``: no code edits needed to try "a different model".
+#: Its input is preprocessed as for ArcFace (RGB, 112x112, (p/255 - 0.5)/0.5).
+TORCHSCRIPT = register(ModelSpec(
+    name="torchscript",
+    build=_no_build,
+    weights_loader="torchscript",
+    description="any TorchScript file (torch.jit.save), fed ArcFace-style 112x112 RGB input in [-1, 1]",
+))
