@@ -11,10 +11,15 @@ Formats:
 """
 from __future__ import annotations
 
+import gc
 import json
+import mmap
+import multiprocessing
 import os
 import warnings
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,7 +35,9 @@ except ImportError:  # pragma: no cover - exercised only without the optional ex
 
 JSONL_SUFFIXES = (".json", ".jsonl")
 NPZ_SUFFIX = ".npz"
-_BLOCK_LINES = 512
+_BLOCK_LINES = 64  # short blocks stay in cache; measured faster than 512
+_CHUNK_BYTES = 1 << 23  # bytes read at a time
+_PARALLEL_MIN_BYTES = 16 << 20  # below this a second process costs more than it saves
 
 
 class FaceauditWarning(UserWarning):
@@ -163,131 +170,296 @@ def _first_char(path: Path) -> bytes:
     return head[:1]
 
 
-def _count_lines(path: Path) -> int:
-    count, last = 0, b"\n"
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
-
-
 def _loads(line: bytes):
     return _orjson.loads(line) if _orjson is not None else json.loads(line)
 
 
-def _parse_record(path: Path, number: int, line: bytes, dim: int | None):
-    """Parse and check one line; raise FaceauditError naming file and line."""
-    where = f"{path}:{number}"
+class _BadLine(Exception):
+    """A line that is not a valid record; the message says why, the caller says where."""
+
+
+def _check_record(line: bytes, dim: int | None):
+    """Parse and check one line or record: (identity, image_name, float64 vector) or _BadLine."""
     try:
         record = _loads(line)
     except ValueError as exc:
-        raise FaceauditError(f"{where}: malformed JSON ({exc})") from None
+        try:  # the stdlib reads NaN/Infinity, so such a line gets the clearer message below
+            record = json.loads(line)
+        except ValueError:
+            raise _BadLine(f"malformed JSON ({exc})") from None
     if not isinstance(record, dict):
-        raise FaceauditError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise _BadLine(f"expected a JSON object, got {type(record).__name__}")
     for key in ("identity", "image_name", "embedding"):
         if key not in record:
-            raise FaceauditError(f"{where}: missing key {key!r}")
+            raise _BadLine(f"missing key {key!r}")
     vector = record["embedding"]
     if not isinstance(vector, list) or not vector:
-        raise FaceauditError(f"{where}: 'embedding' must be a non-empty list of numbers")
+        raise _BadLine("'embedding' must be a non-empty list of numbers")
     try:
         array = np.asarray(vector, dtype=np.float64)
     except (TypeError, ValueError):
-        raise FaceauditError(f"{where}: 'embedding' holds a non-number") from None
+        raise _BadLine("'embedding' holds a non-number") from None
     if array.ndim != 1:
-        raise FaceauditError(f"{where}: 'embedding' must be a flat list of numbers")
+        raise _BadLine("'embedding' must be a flat list of numbers")
     if dim is not None and array.size != dim:
-        raise FaceauditError(f"{where}: embedding has length {array.size}, expected {dim}")
-    if not np.isfinite(array).all():
-        raise FaceauditError(f"{where}: embedding has NaN or infinite values")
+        raise _BadLine(f"embedding has length {array.size}, expected {dim}")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(array.astype(np.float32)).all():
+            raise _BadLine("embedding has NaN or infinite values (or values beyond float32 range)")
     if not np.any(array):
-        raise FaceauditError(f"{where}: embedding is an all-zero vector")
+        raise _BadLine("embedding is an all-zero vector")
     return str(record["identity"]), str(record["image_name"]), array
 
 
-def _iter_line_blocks(path: Path) -> Iterator[tuple[int, list[bytes]]]:
-    """(first line number, lines) in blocks, blank lines kept so numbering stays true."""
+def _split_ranges(path: Path, size: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` byte ranges covering the file, each ending just after a newline."""
+    bounds = [0]
     with open(path, "rb") as handle:
-        number = 1
-        block: list[bytes] = []
+        for k in range(1, parts):
+            target = max(size * k // parts, bounds[-1])
+            handle.seek(target)
+            handle.readline()  # finish the line that straddles the cut
+            bounds.append(min(handle.tell(), size))
+    bounds.append(size)
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a] or [(0, size)]
+
+
+def _iter_line_blocks(path: Path, start: int = 0, stop: int | None = None,
+                      block_lines: int = _BLOCK_LINES) -> Iterator[tuple[int, list[bytes]]]:
+    """(index of the block's first line within the range, lines) for the bytes [start, stop).
+
+    ``readlines`` with a size hint splits big reads into lines in C (half the cost of
+    splitting chunks by hand); lines keep their newline, and blank lines are kept so
+    numbering stays true. ``stop`` falls just after a newline (see ``_split_ranges``).
+    """
+    index = 0
+    with open(path, "rb") as handle:
+        stop = os.fstat(handle.fileno()).st_size if stop is None else stop
+        handle.seek(start)
+        position = start
+        while position < stop:
+            lines = handle.readlines(min(_CHUNK_BYTES, stop - position))
+            if not lines:
+                break
+            end = handle.tell()
+            while end > stop:  # read past the range (only if stop were not at a line end)
+                end -= len(lines.pop())
+            position = end
+            for offset in range(0, len(lines), block_lines):
+                block = lines[offset:offset + block_lines]
+                yield index, block
+                index += len(block)
+
+
+_RECORD_FIELDS = itemgetter("identity", "image_name", "embedding")
+
+
+def _fast_block(block: list[bytes], dim: int | None):
+    """Parse a block of well-formed lines in one go; None if any line is off.
+
+    The lines are joined into one JSON array and parsed in one call (measured ~40% less
+    time than a call per line); any irregularity sends the block to the line-by-line path.
+    """
+    try:
+        records = _loads(b"[" + b",".join(block) + b"]")
+        if len(records) != len(block):  # e.g. two objects on one line
+            return None
+        ids, names, vectors = zip(*map(_RECORD_FIELDS, records))
+    except (ValueError, KeyError, TypeError):
+        return None
+    want = dim or (len(vectors[0]) if type(vectors[0]) is list else 0)
+    if not want or set(map(type, vectors)) != {list} or set(map(len, vectors)) != {want}:
+        return None
+    if set(map(type, ids)) != {str} or set(map(type, names)) != {str}:
+        return None
+    return ids, names, vectors
+
+
+def _rows_ok(rows: np.ndarray) -> bool:
+    return bool(np.isfinite(rows).all() and rows.any(axis=1).all())
+
+
+def _parse_range(path: str, start: int, stop: int, dim: int | None, skip_invalid: bool,
+                 out: np.ndarray | None = None) -> dict:
+    """Parse the lines in bytes [start, stop) of a JSONL file (in a worker process or in place).
+
+    Returns ids, names, float32 ``vectors`` (rows written into ``out`` while they fit, a
+    view of it then), the range's line count ``lines``, the range-local 0-based indices of
+    ``skipped`` lines, and ``error`` = (local index, reason) for the first bad line when not
+    skipping. No line-count pre-pass: capacity is estimated from the byte size and grown.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of short-lived lists and floats: the collector would only cost time
+    try:
+        return _parse_range_body(Path(path), start, stop, dim, skip_invalid, out)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _parse_range_body(path: Path, start: int, stop: int, dim: int | None, skip_invalid: bool,
+                      vectors: np.ndarray | None) -> dict:
+    ids: list[str] = []
+    names: list[str] = []
+    skipped: list[int] = []
+    row, lines, error = 0, 0, None
+    for first, block in _iter_line_blocks(path, start, stop):
+        lines = first + len(block)
+        parsed = _fast_block(block, dim)
+        if parsed is not None:
+            count = len(parsed[0])
+            dim = dim or len(parsed[2][0])
+            vectors = _room(vectors, row + count, dim, (stop - start) // max(1, len(block[0])))
+            try:  # fromiter converts the floats in one C loop, without numpy's shape discovery
+                vectors[row:row + count] = np.fromiter(chain.from_iterable(parsed[2]), dtype=np.float32,
+                                                       count=count * dim).reshape(count, dim)
+                good = _rows_ok(vectors[row:row + count])
+            except (ValueError, TypeError):  # a non-number inside a list
+                good = False
+            if not good:
+                parsed = None
+        if parsed is None:  # find and report (or skip) the bad line(s)
+            block_ids, block_names, rows = [], [], []
+            for offset, line in enumerate(block):
+                if not line.strip():
+                    continue
+                try:
+                    identity, name, array = _check_record(line, dim)
+                except _BadLine as exc:
+                    if not skip_invalid:
+                        error = (first + offset, str(exc))
+                        break
+                    skipped.append(first + offset)
+                    continue
+                dim = dim or array.size
+                block_ids.append(identity)
+                block_names.append(name)
+                rows.append(array)
+            if error is not None:
+                break
+            if rows:
+                vectors = _room(vectors, row + len(rows), dim, (stop - start) // max(1, len(block[0])))
+                vectors[row:row + len(rows)] = rows
+            parsed = block_ids, block_names, None
+        ids.extend(parsed[0])
+        names.extend(parsed[1])
+        row += len(parsed[0])
+    if vectors is None:
+        vectors = np.empty((0, dim or 0), dtype=np.float32)
+    return {"ids": ids, "names": names, "vectors": vectors[:row], "lines": lines, "skipped": skipped,
+            "error": error}
+
+
+def _room(vectors: np.ndarray | None, need: int, dim: int, estimate: int) -> np.ndarray:
+    """``vectors`` with room for ``need`` rows: first sized from the range's bytes per line, then grown 1.5x."""
+    if vectors is None:
+        return np.empty((max(need, int(estimate * 1.1) + 64), dim), dtype=np.float32)
+    if need <= len(vectors):
+        return vectors
+    bigger = np.empty((max(need, int(len(vectors) * 1.5) + 64), dim), dtype=np.float32)
+    bigger[:len(vectors)] = vectors
+    return bigger
+
+
+def _peek(path: Path) -> tuple[int, int] | None:
+    """(vector length, bytes) of the first non-blank line, or None if it is not a good record."""
+    with open(path, "rb") as handle:
         for line in handle:
-            block.append(line)
-            if len(block) == _BLOCK_LINES:
-                yield number, block
-                number += len(block)
-                block = []
-        if block:
-            yield number, block
+            if line.strip():
+                try:
+                    vector = _loads(line)["embedding"]
+                except (ValueError, KeyError, TypeError):
+                    return None
+                return (len(vector), len(line)) if isinstance(vector, list) and vector else None
+    return None
+
+
+def _range_worker(conn, path: str, start: int, stop: int, dim: int, skip_invalid: bool, out: np.ndarray) -> None:
+    """Worker process: parse a range into the shared ``out``; send the rest through ``conn``."""
+    try:
+        result = _parse_range(path, start, stop, dim, skip_invalid, out)
+        if np.shares_memory(result["vectors"], out):
+            result["vectors"] = None  # the rows are in the shared buffer already
+        conn.send(result)
+    except BaseException as exc:  # the parent raises it
+        conn.send(exc)
+    finally:
+        conn.close()
+
+
+def _parse_file(path: Path, size: int, dim: int | None, skip_invalid: bool) -> tuple[list[dict], np.ndarray]:
+    """(per-range results, every kept row as one float32 array).
+
+    Files of ``_PARALLEL_MIN_BYTES`` or more are cut in two at a newline: this process parses
+    the first half while a forked worker parses the second into a shared anonymous mapping,
+    and its rows are copied once, right after ours; only identities and names are pickled.
+    """
+    peek = _peek(path) if (_orjson is not None and size >= _PARALLEL_MIN_BYTES) else None
+    ranges = _split_ranges(path, size, 2) if peek else [(0, size)]
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:  # no fork on this platform: one process
+        ranges = [(0, size)]
+    if len(ranges) == 1:
+        result = _parse_range(str(path), 0, size, dim, skip_invalid)
+        return [result], result["vectors"]
+    dim = dim or peek[0]
+    (a0, b0), (a1, b1) = ranges
+    cap0, cap1 = (int((b - a) / peek[1] * 1.1) + 64 for a, b in ranges)
+    shared = mmap.mmap(-1, cap1 * dim * 4)  # anonymous and MAP_SHARED: the forked worker writes here
+    theirs = np.frombuffer(shared, dtype=np.float32).reshape(cap1, dim)
+    ours = np.empty((cap0 + cap1, dim), dtype=np.float32)  # room for both halves; untouched pages cost nothing
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_range_worker, args=(sender, str(path), a1, b1, dim, skip_invalid, theirs),
+                             daemon=True)
+    worker.start()
+    sender.close()
+    second = None
+    try:
+        first = _parse_range(str(path), a0, b0, dim, skip_invalid, ours)
+        if first["error"] is not None:
+            return [first], first["vectors"]  # the first bad line is here; the worker's half is not needed
+        try:
+            second = receiver.recv()
+        except EOFError:
+            raise FaceauditError(f"{path}: the process reading the second half of the file stopped "
+                                 f"(exit code {worker.exitcode})") from None
+    finally:
+        if second is None:  # an error here, or Ctrl-C: stop the worker now
+            worker.kill()
+        worker.join()
+        receiver.close()
+    if isinstance(second, BaseException):
+        raise second
+    n0, n1 = len(first["ids"]), len(second["ids"])
+    rows = theirs[:n1] if second["vectors"] is None else second["vectors"]
+    if np.shares_memory(first["vectors"], ours) and n0 + n1 <= len(ours):
+        ours[n0:n0 + n1] = rows
+        vectors = ours[:n0 + n1]
+    else:
+        vectors = np.concatenate([first["vectors"], rows])
+    return [first, second], vectors
 
 
 def _load_jsonl(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
     if _first_char(path) == b"[":
         return _load_json_array(path, skip_invalid, expected_dim)
-    capacity = _count_lines(path)
-    vectors: np.ndarray | None = None
-    identities: list[str] = []
-    names: list[str] = []
-    dim = expected_dim
-    skipped: list[int] = []
-    row = 0
-    for first, block in _iter_line_blocks(path):
-        parsed = _fast_block(block, dim)
-        if parsed is not None and vectors is not None:
-            try:
-                vectors[row:row + len(parsed[0])] = parsed[2]
-            except (ValueError, TypeError):  # a non-number inside a list
-                parsed = None
-        if parsed is None:  # find and report (or skip) the bad line(s)
-            parsed = _slow_block(path, first, block, dim, skip_invalid, skipped)
-            if vectors is not None and parsed[0]:
-                vectors[row:row + len(parsed[0])] = parsed[2]
-        block_ids, block_names, block_vectors = parsed
-        if not block_ids:
-            continue
-        if vectors is None:
-            dim = len(block_vectors[0])
-            vectors = np.empty((capacity, dim), dtype=np.float32)
-            vectors[:len(block_ids)] = block_vectors
-        stop = row + len(block_ids)
-        _check_rows(path, vectors[row:stop], row)
-        row = stop
-        identities.extend(block_ids)
-        names.extend(block_names)
+    results, vectors = _parse_file(path, path.stat().st_size, expected_dim, skip_invalid)
+    offset, skipped = 0, []
+    for result in results:
+        if result["error"] is not None:
+            number, reason = result["error"]
+            raise FaceauditError(f"{path}:{offset + number + 1}: {reason}")
+        skipped += [offset + n + 1 for n in result["skipped"]]
+        offset += result["lines"]
     if skipped:
         shown = ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else "")
         warnings.warn(f"{path}: skipped {len(skipped)} invalid line(s) (line {shown})", FaceauditWarning, stacklevel=3)
-    if row == 0:
+    if not len(vectors):
         raise FaceauditError(f"{path}: no embeddings found" + (" (every line was invalid)" if skipped else ""))
-    vectors = vectors[:row]
+    identities = results[0]["ids"] + results[1]["ids"] if len(results) > 1 else results[0]["ids"]
+    names = results[0]["names"] + results[1]["names"] if len(results) > 1 else results[0]["names"]
     return EmbeddingSet(_normalize_inplace(vectors), identities, names, _read_sidecar(path))
-
-
-def _slow_block(path: Path, first: int, block: list[bytes], dim: int | None, skip_invalid: bool,
-                skipped: list[int]):
-    ids, names, rows = [], [], []
-    for offset, line in enumerate(block):
-        if not line.strip():
-            continue
-        try:
-            identity, name, array = _parse_record(path, first + offset, line, dim)
-        except FaceauditError:
-            if not skip_invalid:
-                raise
-            skipped.append(first + offset)
-            continue
-        dim = dim or array.size
-        ids.append(identity)
-        names.append(name)
-        rows.append(array)
-    return ids, names, rows
-
-
-def _check_rows(path: Path, rows: np.ndarray, offset: int) -> None:
-    good = np.isfinite(rows).all(axis=1) & rows.any(axis=1)
-    if not good.all():
-        bad = offset + int(np.argmin(good)) + 1
-        raise FaceauditError(f"{path}: embedding {bad} has NaN, infinite or all-zero values")
 
 
 def _normalize_inplace(vectors: np.ndarray) -> np.ndarray:
@@ -296,37 +468,24 @@ def _normalize_inplace(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def _fast_block(block: list[bytes], dim: int | None):
-    """Parse a block of well-formed lines in one go; None if any line is off."""
-    try:
-        records = [_loads(line) for line in block]
-        ids = [r["identity"] for r in records]
-        names = [r["image_name"] for r in records]
-        vectors = [r["embedding"] for r in records]
-    except (ValueError, KeyError, TypeError):
-        return None
-    want = dim or (len(vectors[0]) if isinstance(vectors[0], list) else 0)
-    if not want or any(not isinstance(v, list) or len(v) != want for v in vectors):
-        return None
-    if not all(isinstance(s, str) for s in ids) or not all(isinstance(s, str) for s in names):
-        return None
-    return ids, names, vectors
-
-
 def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
     try:
         records = _loads(path.read_bytes())
-    except ValueError as exc:
-        raise FaceauditError(f"{path}: malformed JSON ({exc})") from None
+    except ValueError:
+        try:
+            records = json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise FaceauditError(f"{path}: malformed JSON ({exc})") from None
+    if not isinstance(records, list):
+        raise FaceauditError(f"{path}: expected a JSON array of records")
     ids, names, rows, skipped = [], [], [], 0
     dim = expected_dim
     for index, record in enumerate(records):
         try:
-            line = json.dumps(record).encode()
-            identity, name, array = _parse_record(path, index + 1, line, dim)
-        except FaceauditError as exc:
+            identity, name, array = _check_record(json.dumps(record).encode(), dim)
+        except _BadLine as exc:
             if not skip_invalid:
-                raise FaceauditError(str(exc).replace(f"{path}:{index + 1}:", f"{path}: record {index + 1}:")) from None
+                raise FaceauditError(f"{path}: record {index + 1}: {exc}") from None
             skipped += 1
             continue
         dim = dim or array.size

@@ -37,20 +37,34 @@ def kde_curve(scores: np.ndarray, cut: float = 3.0, seed: int = 0) -> tuple[np.n
 
 
 def plot_distributions(series: Mapping[str, np.ndarray], title: str, xlabel: str = "Cosine similarity",
-                       thresholds: Sequence[tuple[str, float]] = (), colors: Sequence[str] | None = None):
-    """A KDE figure of several score distributions, with optional vertical threshold lines."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+                       thresholds: Sequence[tuple[str, float]] = (), colors: Sequence[str] | None = None, *,
+                       curves: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                       threshold_styles: Sequence[tuple[str, object]] | None = None,
+                       xlim: tuple[float, float] | None = None, figsize: tuple[float, float] = (8, 5),
+                       fill_alpha: float = 0.25, fontsize: float | None = None):
+    """A KDE figure of several score distributions, with optional vertical threshold lines.
+
+    ``curves`` (one (x, y) per series, from :func:`kde_curve`) skips the KDE evaluation;
+    ``threshold_styles`` gives (colour, line style) per threshold (default black, varied styles).
+    """
+    fig, ax = plt.subplots(figsize=figsize)
     colors = list(colors or plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    for (label, scores), color in zip(series.items(), colors):
-        x, y = kde_curve(scores)
+    curves = list(curves) if curves is not None else [kde_curve(scores) for scores in series.values()]
+    for (label, scores), color, (x, y) in zip(series.items(), colors, curves):
         ax.plot(x, y, label=f"{label} (n={len(scores):,})", color=color)
-        ax.fill_between(x, y, alpha=0.25, color=color)
-    for (label, value), style in zip(thresholds, ("--", "-.", ":", (0, (5, 1)))):
-        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"{label} = {value:.4f}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Density")
-    ax.set_title(title)
-    ax.legend()
+        ax.fill_between(x, y, alpha=fill_alpha, color=color)
+    styles = threshold_styles or [("black", s) for s in ("--", "-.", ":", (0, (5, 1)))]
+    for (label, value), (color, style) in zip(thresholds, styles):
+        ax.axvline(value, color=color, linestyle=style, linewidth=1 if threshold_styles is None else 2,
+                   label=f"{label} = {value:.4f}")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel, fontsize=fontsize)
+    ax.set_ylabel("Density", fontsize=fontsize)
+    if fontsize:
+        ax.tick_params(labelsize=fontsize * 0.8)
+    ax.set_title(title, fontsize=fontsize * 0.8 if fontsize else None)
+    ax.legend(fontsize=fontsize * 0.6 if fontsize else None)
     fig.tight_layout()
     return fig
 
@@ -66,3 +80,29 @@ def save_figure(fig, path: str | Path, formats: Sequence[str] = ("png",), dpi: i
         written.append(target)
     plt.close(fig)
     return written
+
+
+#: threshold lines of the paper's with-metrics figure: EER red solid, FMR100 green dashed, FMR1000 blue dotted
+_PAPER_THRESHOLDS = (("EER threshold", "red", "-"), ("FMR100 threshold", "green", "--"),
+                     ("FMR1000 threshold", "blue", ":"))
+
+
+def plot_mated_vs_non_mated(mated: np.ndarray, non_mated: np.ndarray, thresholds: Sequence[float] = (),
+                            title: str = "", curves=None, fontsize: float = 18):
+    """The paper's figure: filled KDEs of mated (genuine) and non-mated (impostor) scores.
+
+    ``thresholds`` (EER, FMR100, FMR1000) are drawn in the paper's colours and styles.
+    Cosine scores get the paper's x range [-0.5, 1].
+    """
+    mated = np.asarray(mated, dtype=np.float64)
+    non_mated = np.asarray(non_mated, dtype=np.float64)
+    cosine = -1.0 <= min(mated.min(), non_mated.min()) and max(mated.max(), non_mated.max()) <= 1.0
+    fig = plot_distributions(
+        {"Mated (Genuine)": mated, "Non-mated (Impostor)": non_mated}, title, "Cosine Similarity",
+        [(label, value) for value, (label, _, _) in zip(thresholds, _PAPER_THRESHOLDS)],
+        curves=curves, threshold_styles=[(color, style) for _, color, style in _PAPER_THRESHOLDS],
+        xlim=(-0.5, 1) if cosine else None, figsize=(12, 7), fill_alpha=0.5, fontsize=fontsize)
+    ax = fig.axes[0]
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    return fig
