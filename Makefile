@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The CPU build pinned here is what this project is tested with; override for CUDA.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_out
+# Real faces: DEMO_DATA, else ../shared/data/orl when present, else scikit-learn's Olivetti faces.
+DEMO_DATA ?=
+export DEMO_DATA
 
 .PHONY: install test demo bench clean
 
