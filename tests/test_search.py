@@ -1,0 +1,162 @@
+"""Exact search against brute force: ties, duplicates, block sizes, positive-only, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from faceaudit import search
+from faceaudit.errors import FaceauditError
+
+
+def brute_best(q, r):
+    s = search.exact_scores(q, r)
+    i = s.argmax(axis=1)  # numpy: first (lowest) index of the maximum
+    return s[np.arange(len(q)), i], i
+
+
+def brute_top(q, r, k, positive_only=False):
+    s = search.exact_scores(q, r)
+    qi, ri = np.meshgrid(np.arange(len(q)), np.arange(len(r)), indexing="ij")
+    s, qi, ri = s.ravel(), qi.ravel(), ri.ravel()
+    if positive_only:
+        keep = s > 0
+        s, qi, ri = s[keep], qi[keep], ri[keep]
+    order = np.lexsort((ri, qi, -s.astype(np.float64)))[:k]
+    return s[order], qi[order], ri[order]
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    q = unit(rng.normal(size=(257, 48)))
+    r = unit(rng.normal(size=(1501, 48)))
+    r[100:110] = r[5]            # duplicate reference vectors: ties at many indices
+    r[1400] = r[5]
+    q[:4] = r[5]                 # queries whose best match is one of the duplicates
+    q[10] = q[11]                # duplicate queries: ties in the global top-K
+    r[600] = q[11]
+    return q, r
+
+
+BUDGETS = [3_000, 50_000, 400_000, None]  # from many tiny blocks to a single one
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_best_match_equals_brute_force(data, budget):
+    q, r = data
+    found = search.best_match(q, r, device="cpu", memory_budget_bytes=budget, progress=False)
+    scores, idx = brute_best(q, r)
+    np.testing.assert_array_equal(found.indices, idx)
+    np.testing.assert_array_equal(found.scores, scores)
+    assert found.scores.dtype == np.float32 and found.indices.dtype == np.int64
+    assert (found.indices[:4] == 5).all()  # lowest index among the duplicates
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("positive_only", [False, True])
+def test_top_pairs_equal_brute_force(data, budget, positive_only):
+    q, r = data
+    for k in (1, 7, 60):
+        found = search.top_pairs(q, r, k, positive_only=positive_only, device="cpu",
+                                 memory_budget_bytes=budget, progress=False)
+        s, qi, ri = brute_top(q, r, k, positive_only)
+        np.testing.assert_array_equal(found.scores, s)
+        np.testing.assert_array_equal(found.query_indices, qi)
+        np.testing.assert_array_equal(found.reference_indices, ri)
+
+
+def test_integer_vectors_have_exact_ties_everywhere():
+    """Small integers: every dot product is exact in any order, so ties are real ties."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(-2, 3, size=(120, 12)).astype(np.float32)
+    r = rng.integers(-2, 3, size=(900, 12)).astype(np.float32)
+    q[7] = 0
+    q[7, 0] = 1  # many references tie with this query
+    for budget in (2_000, None):
+        found = search.best_match(q, r, device="cpu", memory_budget_bytes=budget, progress=False)
+        scores, idx = brute_best(q, r)
+        np.testing.assert_array_equal(found.indices, idx)
+        np.testing.assert_array_equal(found.scores, scores)
+        top = search.top_pairs(q, r, 150, device="cpu", memory_budget_bytes=budget, progress=False)
+        s, qi, ri = brute_top(q, r, 150)
+        np.testing.assert_array_equal(top.scores, s)
+        np.testing.assert_array_equal(top.query_indices, qi)
+        np.testing.assert_array_equal(top.reference_indices, ri)
+
+
+def test_all_identical_vectors():
+    q = np.ones((40, 6), np.float32)
+    r = np.ones((333, 6), np.float32)
+    found = search.best_match(q, r, device="cpu", memory_budget_bytes=2_000, progress=False)
+    assert (found.indices == 0).all()
+    top = search.top_pairs(q, r, 50, device="cpu", memory_budget_bytes=2_000, progress=False)
+    s, qi, ri = brute_top(q, r, 50)
+    np.testing.assert_array_equal(top.query_indices, qi)
+    np.testing.assert_array_equal(top.reference_indices, ri)
+
+
+def test_positive_only_can_return_fewer():
+    q = np.array([[1, 0]], np.float32)
+    r = np.array([[-1, 0], [0.5, 0.5], [0, 1], [1, 0]], np.float32)
+    top = search.top_pairs(q, r, 10, positive_only=True, device="cpu", progress=False)
+    assert top.reference_indices.tolist() == [3, 1]  # 1.0, 0.5; 0.0 and -1.0 are not positive
+    top = search.top_pairs(q, r, 10, device="cpu", progress=False)
+    assert top.reference_indices.tolist() == [3, 1, 2, 0]
+
+
+def test_scores_agree_with_float32_dot(data):
+    q, r = data
+    found = search.best_match(q, r, device="cpu", progress=False)
+    plain = (q @ r.T)[np.arange(len(q)), found.indices]
+    np.testing.assert_allclose(found.scores, plain, rtol=0, atol=4e-7)
+
+
+def test_block_sizes_respect_budget():
+    for budget in (10_000, 2**20, 2**28):
+        bq, br = search.block_sizes(10_000, 490_000, budget)
+        assert bq * br * 7 <= max(budget, 1024 * 7)
+    assert search.block_sizes(5, 7, 2**30) == (5, 7)
+
+
+def test_bad_input():
+    q = np.ones((3, 4), np.float32)
+    with pytest.raises(FaceauditError, match="dimensions"):
+        search.best_match(q, np.ones((3, 5), np.float32), device="cpu", progress=False)
+    with pytest.raises(FaceauditError, match="empty"):
+        search.best_match(q, np.ones((0, 4), np.float32), device="cpu", progress=False)
+    with pytest.raises(FaceauditError, match="K must be > 0"):
+        search.top_pairs(q, q, 0, device="cpu", progress=False)
+    with pytest.raises(FaceauditError, match="CUDA only"):
+        search.best_match(q, q, device="cpu", precision="fp16", progress=False)
+    with pytest.raises(FaceauditError, match="unknown precision"):
+        search.best_match(q, q, device="cpu", precision="fp8", progress=False)
+
+
+def test_sample_indices_are_the_papers():
+    import random
+
+    random.seed(42)
+    expected = random.sample(range(10008), 10000)
+    got, all_used = search.sample_indices(10008, 10000, 42)
+    assert got == expected and not all_used
+    assert got[:3] == [1824, 409, 4506]  # the first rows of the paper's Best_Matches CSVs
+    assert search.sample_indices(5, 10) == ([0, 1, 2, 3, 4], True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_low_precision_is_still_exact(data, precision):
+    q, r = data
+    found = search.best_match(q, r, device="cuda", precision=precision, memory_budget_bytes=50_000,
+                              progress=False)
+    scores, idx = brute_best(q, r)
+    np.testing.assert_array_equal(found.indices, idx)
+    np.testing.assert_array_equal(found.scores, scores)
+    top = search.top_pairs(q, r, 60, device="cuda", precision=precision, progress=False)
+    s, qi, ri = brute_top(q, r, 60)
+    np.testing.assert_array_equal(top.scores, s)
+    np.testing.assert_array_equal(top.query_indices, qi)
+    np.testing.assert_array_equal(top.reference_indices, ri)
