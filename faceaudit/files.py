@@ -23,11 +23,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_scores(path: str | os.PathLike, scores: np.ndarray) -> Path:
