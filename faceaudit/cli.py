@@ -309,7 +309,8 @@ def _run_models(args) -> int:
         if (spec.scale, spec.mean, spec.std) == (1.0, 0.0, 1.0):
             norm = f"{spec.channel_order} p (raw 0..255)"
         else:
-            norm = f"{spec.channel_order} (p*{spec.scale:.4g}-{spec.mean:g})/{spec.std:g}"
+            pixel = "p/255" if abs(spec.scale - 1 / 255) < 1e-12 else f"p*{spec.scale:g}"
+            norm = f"{spec.channel_order} ({pixel}-{spec.mean:g})/{spec.std:g}"
         rows.append((spec.name, str(spec.embedding_dim), "x".join(map(str, spec.input_size)), norm,
                      spec.weights_file or "any file via --weights",
                      status(spec.weights_file, by_file.get(spec.weights_file))))

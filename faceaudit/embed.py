@@ -520,7 +520,7 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
         aligner = create_aligner(align, Path(models_dir))
 
     started = time.perf_counter()
-    model, info = models.load_model(arch, weights, torch_device)
+    model, info = models.load_model(arch, weights, torch_device, models_dir)
     settings = _settings(arch, info, spec, flip_tta, align, decimals)
 
     if overwrite:

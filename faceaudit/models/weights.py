@@ -44,34 +44,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 # ---------------------------------------------------------------- reading a checkpoint
 
-def default_weights_path(spec: ModelSpec) -> Path | None:
-    """``Models/<spec.weights_file>`` (relative to the working directory), or None without a convention."""
-    return MODELS_DIR / spec.weights_file if spec.weights_file else None
+def default_weights_path(spec: ModelSpec, models_dir: str | Path = MODELS_DIR) -> Path | None:
+    """``<models_dir>/<spec.weights_file>`` (``Models/`` of the working directory by default),
+    or None without a convention."""
+    return Path(models_dir) / spec.weights_file if spec.weights_file else None
 
 
-def _missing_file_error(path: Path, spec: ModelSpec | None) -> FaceauditError:
+def _missing_file_error(path: Path, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> FaceauditError:
     if spec is not None and spec.weights_loader == "torchscript":
         return FaceauditError(f"TorchScript file {str(path)!r} not found: pass the path of a "
                               f"torch.jit.save file with --weights PATH")
     where = f"weights file {str(path)!r}" + (f" for {spec.name}" if spec else "") + " not found"
     if spec is None or not spec.weights_file:
         return FaceauditError(f"{where}: pass the path of an existing weights file (see Models/README.md)")
-    expected = (MODELS_DIR / spec.weights_file).as_posix()
+    expected = (Path(models_dir) / spec.weights_file).as_posix()
     how = spec.download or "get it from the model's publisher"
     return FaceauditError(f"{where}: {how}; the file belongs at {expected} "
                           f"(or pass --weights PATH; see Models/README.md)")
 
 
-def _check_file(path: str | Path | None, spec: ModelSpec | None) -> Path:
+def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> Path:
     if path is None:
-        default = default_weights_path(spec) if spec else None
+        default = default_weights_path(spec, models_dir) if spec else None
         if default is None:
             name = spec.name if spec else "this architecture"
             raise FaceauditError(f"{name} has no conventional weights file: pass --weights PATH")
         path = default
     path = Path(path)
     if not path.exists():
-        raise _missing_file_error(path, spec)
+        raise _missing_file_error(path, spec, models_dir)
     if not path.is_file():
         raise FaceauditError(f"weights path {str(path)!r} is not a file")
     return path
@@ -245,11 +246,11 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
     return model, int(out.shape[1])
 
 
-def load_model(name: str, weights_path: str | Path | None, device: str | torch.device | None = "cpu"
-               ) -> tuple[torch.nn.Module, dict]:
+def load_model(name: str, weights_path: str | Path | None, device: str | torch.device | None = "cpu",
+               models_dir: str | Path = MODELS_DIR) -> tuple[torch.nn.Module, dict]:
     """A ready-to-run model (eval mode, on ``device``) and metadata for the outputs.
 
-    ``weights_path=None`` means the conventional file ``Models/<spec.weights_file>``.
+    ``weights_path=None`` means the conventional file ``<models_dir>/<spec.weights_file>``.
     ``name="torchscript"`` loads any ``torch.jit.save`` file whole.
     The info dict has ``arch``, ``weights``, ``sha256``, ``embedding_dim``, ``device``
     and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``).
@@ -258,7 +259,7 @@ def load_model(name: str, weights_path: str | Path | None, device: str | torch.d
     device = _as_device(device)
     if spec.weights_loader == "torchscript" and weights_path is None:
         raise FaceauditError("--arch torchscript needs the TorchScript file: pass --weights PATH")
-    path = _check_file(weights_path, spec)
+    path = _check_file(weights_path, spec, models_dir)
     if spec.weights_loader == "torchscript":
         model, dim = _load_torchscript(path, spec, device)
         sha = sha256_file(path)
