@@ -197,5 +197,5 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
     log("  SimilarityScores/      the mated and non-mated scores, one a line")
     log("  leakage/               best-match scores, CSV, figure, summary, identity flags, closest pairs, pair grid")
     log(f"  {grid}")
-    log(f"  demo_report.json       the story in numbers")
+    log("  demo_report.json       the story in numbers")
     return report

@@ -1,9 +1,15 @@
-"""Shared fixtures: the read-only data in ../shared, found in place, never copied."""
+"""Shared test helpers: the read-only data in ../shared (found in place, never copied) and the
+real models (fetched with faceaudit's own pinned, sha256-checked fetch code)."""
+import functools
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from faceaudit import fetch
+from faceaudit.errors import FaceauditError
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def shared_path(*parts: str) -> Path:
@@ -17,3 +23,23 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return shared_path
+
+
+@functools.lru_cache(maxsize=None)
+def _fetched_model(name: str) -> Path | str:
+    """A verified copy in the repo's Models/ is used in place; otherwise the model is fetched
+    into .pytest_cache/faceaudit-models. A failure comes back as its message."""
+    if fetch.is_present(name, REPO / "Models"):
+        return fetch.model_path(name, REPO / "Models")
+    try:
+        return fetch.ensure_model(name, REPO / ".pytest_cache" / "faceaudit-models")
+    except FaceauditError as exc:
+        return str(exc)
+
+
+def real_model(name: str) -> Path:
+    """The verified file of model ``name`` (sface, yunet); the test is skipped when it cannot be had."""
+    found = _fetched_model(name)
+    if not isinstance(found, Path):
+        pytest.skip(f"the {name} model could not be fetched (offline?): {found}")
+    return found

@@ -1,20 +1,19 @@
 """faceaudit.align: Umeyama, the PIL warp, YuNet decoding/NMS, and the aligner on real ORL faces."""
 from __future__ import annotations
 
-import functools
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from faceaudit import align, fetch
+from faceaudit import align
 from faceaudit.align import (ARCFACE_TEMPLATE, YuNetAligner, align_face, create_aligner, decode_yunet, nms,
                              umeyama, warp_affine)
 from faceaudit.errors import FaceauditError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import real_model  # noqa: E402
+
 
 
 def similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:
@@ -136,24 +135,13 @@ def test_create_aligner_errors(tmp_path):
 
 # ---------------------------------------------------------------- YuNet on real faces
 
-@functools.lru_cache(maxsize=None)
-def _model_file(name: str) -> Path | str:
-    if fetch.is_present(name, REPO / "Models"):
-        return fetch.model_path(name, REPO / "Models")
-    try:
-        return fetch.ensure_model(name, REPO / ".pytest_cache" / "faceaudit-models")
-    except FaceauditError as exc:
-        return str(exc)
 
 
 @pytest.fixture(scope="module")
 def aligner():
     pytest.importorskip("onnxruntime", reason="YuNet runs through onnxruntime (faceaudit[onnx])")
     pytest.importorskip("onnx")
-    found = _model_file("yunet")
-    if not isinstance(found, Path):
-        pytest.skip(f"the yunet model could not be fetched (offline?): {found}")
-    return create_aligner("yunet", found.parent)
+    return create_aligner("yunet", real_model("yunet").parent)
 
 
 def test_yunet_finds_faces_on_orl(aligner, shared_data):

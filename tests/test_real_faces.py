@@ -6,34 +6,19 @@ Skipped with a reason when ORL or the models are absent (offline and not in Mode
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 
-from faceaudit import fetch
-from faceaudit.errors import FaceauditError
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import real_model, shared_path  # noqa: E402
+
 
 pytestmark = pytest.mark.slow
 
 
-@functools.lru_cache(maxsize=None)
-def _model_file(name: str) -> Path | str:
-    if fetch.is_present(name, REPO / "Models"):
-        return fetch.model_path(name, REPO / "Models")
-    try:
-        return fetch.ensure_model(name, REPO / ".pytest_cache" / "faceaudit-models")
-    except FaceauditError as exc:
-        return str(exc)
 
 
-def model_file(name: str) -> Path:
-    found = _model_file(name)
-    if not isinstance(found, Path):
-        pytest.skip(f"the {name} model could not be fetched (offline?): {found}")
-    return found
 
 
 def exhaustive_metrics(path: Path) -> dict:
@@ -51,10 +36,8 @@ def orl_metrics(tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="--align yunet runs YuNet through onnxruntime")
     from faceaudit.embed import embed_dataset
 
-    orl = REPO.parent / "shared" / "data" / "orl"  # as tests/conftest.py's shared_path
-    if not orl.is_dir():
-        pytest.skip(f"{orl} is absent (the shared data folder sits beside the checkout in CI)")
-    sface, yunet = model_file("sface"), model_file("yunet")
+    orl = shared_path("orl")
+    sface, yunet = real_model("sface"), real_model("yunet")
     out = tmp_path_factory.mktemp("orl")
     results = {}
     for align in ("none", "yunet"):

@@ -1,7 +1,6 @@
 """SFace as a PyTorch module: structure, ONNX-initializer loading, agreement with onnxruntime."""
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -9,32 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from faceaudit import fetch
 from faceaudit.errors import FaceauditError
+
+from conftest import real_model  # noqa: E402
 from faceaudit.models import get_spec, load_model
 from faceaudit.models.onnx_weights import load_onnx_weights, onnxruntime_session
 from faceaudit.models.sface import SFace
 
-REPO = Path(__file__).resolve().parents[1]
 
 
-@functools.lru_cache(maxsize=None)
-def _model_file(name: str) -> Path | str:
-    """A verified copy in the repo's Models/ is used in place; otherwise it is fetched (with
-    the real fetch code) into .pytest_cache/faceaudit-models. A failure is returned as text."""
-    if fetch.is_present(name, REPO / "Models"):
-        return fetch.model_path(name, REPO / "Models")
-    try:
-        return fetch.ensure_model(name, REPO / ".pytest_cache" / "faceaudit-models")
-    except FaceauditError as exc:
-        return str(exc)
 
 
-def model_file(name: str) -> Path:
-    found = _model_file(name)
-    if not isinstance(found, Path):
-        pytest.skip(f"the {name} model could not be fetched (offline?): {found}")
-    return found
 
 
 def orl_faces(shared_data, subjects=range(1, 41), shots=(1, 2), size=112) -> np.ndarray:
@@ -148,7 +132,7 @@ def test_missing_onnx_package_is_a_clear_error(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def sface_path():
     pytest.importorskip("onnx")
-    return model_file("sface")
+    return real_model("sface")
 
 
 @pytest.fixture(scope="module")
