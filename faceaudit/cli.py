@@ -29,6 +29,10 @@ def run_guarded(func: Callable[[], int | None], prog: str) -> int:
     except FaceauditError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a permission, a file where a folder should be
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return FaceauditError.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)
@@ -120,6 +124,9 @@ def _add_leakage(sub) -> None:
                    help="use every query, in file order")
     p.add_argument("--threshold", type=float, action="extend", nargs="+", default=[], metavar="T",
                    help="report the share of best matches >= T (repeatable), e.g. the model's FMR1000 threshold")
+    p.add_argument("--flag-threshold", type=float, default=None, metavar="T",
+                   help="write <stem>_identity_flags.csv: each query identity, its highest best match, and "
+                        "whether any of its images reaches T (flagged as leaked)")
     p.add_argument("--out", type=Path, default=Path("leakage_out"), help="output folder (default: %(default)s)")
     search_options(p)
     p.set_defaults(func=_run_leakage)
@@ -169,7 +176,7 @@ def _run_leakage(args) -> int:
             seed=args.seed, device=args.device, precision=args.precision, skip_invalid=args.skip_invalid,
             memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
             progress=not args.no_progress, reference=reference,
-            return_scores=True)
+            return_scores=True, flag_threshold=args.flag_threshold)
         print(format_summary(stats))
         all_stats.append(stats)
         all_scores.append(scores)

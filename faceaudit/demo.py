@@ -97,28 +97,13 @@ def search_threshold(impostor_mean: float, impostor_std: float, n_reference: int
     return float(impostor_mean + norm.isf(fmr / n_reference) * impostor_std)
 
 
-def identity_flags(best, query, reference, threshold: float) -> list[dict]:
-    """Per query identity: its highest best-match score, the reference identity it hits, and the flag."""
-    rows = []
-    query_ids = query.identities[best.sample_indices]
-    for identity in sorted(set(query_ids.tolist()), key=_natural):
-        mine = np.flatnonzero(query_ids == identity)
-        top = mine[int(np.argmax(best.scores[mine]))]
-        rows.append({"identity": identity, "images": int(mine.size),
-                     "max_similarity": float(best.scores[top]),
-                     "matched_reference_identity": str(reference.identities[best.reference_indices[top]]),
-                     "images_above_threshold": int(np.count_nonzero(best.scores[mine] >= threshold)),
-                     "flagged": bool(best.scores[top] >= threshold)})
-    return rows
-
-
 def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None = None,
              models_dir: str | os.PathLike = "Models", device: str = "auto",
              log: Callable[[str], None] = print) -> dict:
     from faceaudit import embed, leakage, variability
     from faceaudit.embeddings import load_embeddings
     from faceaudit.fetch import fetch_models
-    from faceaudit.files import write_csv, write_json
+    from faceaudit.files import write_json
     from faceaudit.grid import pairs_figure
 
     started = time.perf_counter()
@@ -151,19 +136,16 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
             f"d' {m['decidability']:.3f}  FDR {m['fdr']:.3f}")
     reference_metrics = results["reference"]["metrics"]
     verification_th = float(reference_metrics["fmr1000_th"])
-    query, reference = load_embeddings(files["synthetic"]), load_embeddings(files["reference"])
+    reference = load_embeddings(files["reference"])
     search_th = search_threshold(reference_metrics["imean"], reference_metrics["istd"], len(reference))
     log(f"5/6 leakage: best match of every synthetic face among the reference faces, at the reference set's "
         f"FMR1000 threshold {verification_th:.4f} (one comparison) and at {search_th:.4f} (FMR 1e-3 per search "
         f"of the whole reference set)")
     leak_dir = out / "leakage"
-    best = leakage.best_matches(query, reference, n_comparisons=None, device=device, progress=False)
     stats = leakage.run_leakage(files["synthetic"], files["reference"], out_dir=leak_dir, n_comparisons=None,
-                                thresholds=[verification_th, search_th], device=device, progress=False)
-    flags = identity_flags(best, query, reference, search_th)
-    flagged = [row["identity"] for row in flags if row["flagged"]]
-    header = list(flags[0])
-    write_csv(leak_dir / "synthetic_identity_flags.csv", header, [[row[k] for k in header] for row in flags])
+                                thresholds=[verification_th, search_th], flag_threshold=search_th,
+                                device=device, progress=False, reference=reference)
+    flagged = sorted(stats["flagged_identities"], key=_natural)
     caught = sorted(set(flagged) & set(story["leaked"]), key=_natural)
     false_alarms = sorted(set(flagged) - set(story["leaked"]), key=_natural)
     missed = sorted(set(story["leaked"]) - set(flagged), key=_natural)

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -12,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from faceaudit.errors import FaceauditError
+
+_NON_BLANK_LINE = re.compile(r"^[ \t]*\S", re.MULTILINE)
 
 
 @contextlib.contextmanager
@@ -48,24 +51,39 @@ def write_scores(path: str | os.PathLike, scores: np.ndarray) -> Path:
 
 
 def read_scores(path: str | os.PathLike) -> np.ndarray:
-    """Read a one-score-a-line file; an empty or malformed file is an error naming it."""
+    """Read a one-score-a-line file (blank lines ignored) as float64.
+
+    A missing or empty file, a line that is not exactly one number, or a NaN/inf score is an
+    error naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FaceauditError(f"{path}: score file not found")
-    text = path.read_text()
-    lines = text.split()
-    if not lines:
-        raise FaceauditError(f"{path}: score file is empty")
     try:
-        return np.array(lines, dtype=np.float64)
-    except ValueError:
-        for number, line in enumerate(text.splitlines(), 1):
-            try:
-                float(line)
-            except ValueError:
-                if line.strip():
-                    raise FaceauditError(f"{path}:{number}: not a number: {line.strip()[:60]!r}") from None
-        raise
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise FaceauditError(f"{path}: not a text file of scores") from None
+    tokens = text.split()
+    if not tokens:
+        raise FaceauditError(f"{path}: score file is empty")
+    scores = None
+    if len(tokens) == len(_NON_BLANK_LINE.findall(text)):  # one token a line
+        try:
+            scores = np.array(tokens, dtype=np.float64)
+        except ValueError:
+            pass
+    if scores is not None and np.isfinite(scores).all():
+        return scores
+    for number, line in enumerate(text.splitlines(), 1):  # only on error: find the line to name
+        if not line.strip():
+            continue
+        try:
+            value = float(line)
+        except ValueError:
+            raise FaceauditError(f"{path}:{number}: not one number: {line.strip()[:60]!r}") from None
+        if not np.isfinite(value):
+            raise FaceauditError(f"{path}:{number}: score is {line.strip()}; scores must be finite")
+    raise FaceauditError(f"{path}: unreadable scores")
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:

@@ -124,7 +124,7 @@ def pairs_figure(pairs: Sequence[Pair] | str | os.PathLike, reference_images, qu
     ``reference_images``/``query_images`` are paths (folder, .zip, .tar, .tar.gz/.tgz) or open
     :class:`faceaudit.sources.ImageSource` objects. Returns the PNG written into ``out_dir``.
     """
-    from faceaudit.plots import plt
+    from faceaudit.plots import save_figure
     from faceaudit.sources import ImageSource, open_source
 
     if samples <= 0:
@@ -149,11 +149,5 @@ def pairs_figure(pairs: Sequence[Pair] | str | os.PathLike, reference_images, qu
             source.close()
     out_dir = Path(out_dir)
     name = Path(filename).name if filename else figure_name(getattr(query_images, "path", query_images), len(pairs))
-    target = out_dir / name
     fig = draw_pairs(images, pairs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(target, dpi=dpi, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
-    return target
+    return save_figure(fig, out_dir / name, formats=("png",), dpi=dpi, bbox_inches="tight")[0]

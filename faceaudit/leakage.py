@@ -273,16 +273,44 @@ def _stem(path: str | os.PathLike) -> str:
     return Path(path).stem
 
 
+IDENTITY_FLAG_COLUMNS = ("identity", "images", "max_similarity", "matched_reference_identity",
+                         "matched_reference_image_name", "images_above_threshold", "flagged")
+
+
+def identity_flags(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet,
+                   threshold: float) -> list[dict]:
+    """Per sampled query identity (sorted): its highest best match, whom it hits, and the flag.
+
+    An identity is flagged as leaked when any of its sampled images has a best match
+    ``>= threshold``; ``images_above_threshold`` says how many do.
+    """
+    identities = query.identities[result.sample_indices]
+    uniques, codes = np.unique(identities, return_inverse=True)
+    order = np.lexsort((-result.scores.astype(np.float64), codes))  # by identity, best score first
+    top = order[np.searchsorted(codes[order], np.arange(len(uniques)))]
+    images = np.bincount(codes, minlength=len(uniques))
+    above = np.bincount(codes, weights=result.scores >= threshold, minlength=len(uniques)).astype(np.int64)
+    matched = result.reference_indices[top]
+    return [{"identity": str(identity), "images": int(count), "max_similarity": float(score),
+             "matched_reference_identity": str(reference.identities[ri]),
+             "matched_reference_image_name": str(reference.image_names[ri]),
+             "images_above_threshold": int(n_above), "flagged": bool(n_above > 0)}
+            for identity, count, score, ri, n_above in zip(uniques, images, result.scores[top], matched, above)]
+
+
 def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike, *, out_dir="leakage_out",
                 n_comparisons: int | None = 10000, thresholds: Sequence[float] = (), seed: int = SEED,
                 device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
                 memory_budget_bytes: int | None = None, progress: bool = True,
-                reference: EmbeddingSet | None = None, return_scores: bool = False):
+                reference: EmbeddingSet | None = None, return_scores: bool = False,
+                flag_threshold: float | None = None):
     """Best matches of a sample of QUERY in REFERENCE: scores, CSV, KDE figure and summary files.
 
     Returns the summary with ``files`` (the paths written) added; with ``return_scores``,
     (summary, best-match scores).
     ``reference``: the already loaded reference set, to load it once for several queries.
+    ``flag_threshold``: also write ``<stem>_identity_flags.csv`` (:func:`identity_flags`) and
+    list the flagged query identities in the summary.
     """
     from faceaudit.embeddings import load_embeddings
     from faceaudit.files import write_scores
@@ -311,6 +339,12 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     stats = summary(result.scores, [float(t) for t in thresholds], name=stem)
     stats["reference"] = str(reference_file)
     stats["reference_size"] = len(reference)
+    if flag_threshold is not None:
+        flags = identity_flags(result, query, reference, flag_threshold)
+        files.append(write_csv(out / f"{stem}_identity_flags.csv", IDENTITY_FLAG_COLUMNS,
+                               [[row[c] for c in IDENTITY_FLAG_COLUMNS] for row in flags]))
+        stats["flag_threshold"] = float(flag_threshold)
+        stats["flagged_identities"] = [row["identity"] for row in flags if row["flagged"]]
     json_path, csv_path = out / f"{stem}_leakage_summary.json", out / f"{stem}_leakage_summary.csv"
     write_summary(json_path, csv_path, [stats])
     files += [json_path, csv_path]
@@ -342,6 +376,10 @@ def format_summary(stats: dict) -> str:
              + f"  max {stats['max']:.4f}"]
     for a in stats["above_threshold"]:
         lines.append(f"  >= {a['threshold']:.4f}: {a['count']:,} ({100 * a['fraction']:.2f} %)")
+    if "flagged_identities" in stats:
+        flagged = stats["flagged_identities"]
+        lines.append(f"  identities with a best match >= {stats['flag_threshold']:.4f}: {len(flagged):,}"
+                     + (f" ({', '.join(flagged[:10])}{', ...' if len(flagged) > 10 else ''})" if flagged else ""))
     for f in stats.get("files", []):
         lines.append(f"  wrote {f}")
     return "\n".join(lines)

@@ -69,16 +69,30 @@ def plot_distributions(series: Mapping[str, np.ndarray], title: str, xlabel: str
     return fig
 
 
-def save_figure(fig, path: str | Path, formats: Sequence[str] = ("png",), dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``path`` with each suffix in ``formats``; returns the written paths."""
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+def save_figure(fig, path: str | Path, formats: Sequence[str] = ("png",), dpi: int = 150,
+                **savefig_kwargs) -> list[Path]:
+    """Save ``fig`` once per format as ``<path>.<format>``, atomically; returns the written paths.
+
+    A figure suffix on ``path`` is replaced; any other dot stays part of the name, so
+    ``sd_v1.5_BestMatches_100`` becomes ``sd_v1.5_BestMatches_100.png``.
+    """
+    from faceaudit.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in _FIGURE_SUFFIXES:
+        path = path.with_suffix("")
     written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=dpi)
-        written.append(target)
-    plt.close(fig)
+    try:
+        for fmt in formats:
+            target = path.with_name(f"{path.name}.{fmt}")
+            with atomic_write(target, "wb") as out:
+                fig.savefig(out, format=fmt, dpi=dpi, **savefig_kwargs)
+            written.append(target)
+    finally:
+        plt.close(fig)
     return written
 
 

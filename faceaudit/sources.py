@@ -205,6 +205,8 @@ class ZipSource(ImageSource):
             return handle.read(member)
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
             raise OSError(f"damaged member: {exc}") from None
+        except (NotImplementedError, RuntimeError) as exc:  # e.g. Deflate64, or an encrypted member
+            raise OSError(f"unsupported member: {exc}") from None
 
 
 class TarSource(ImageSource):

@@ -37,7 +37,7 @@ def test_scores_round_trip_at_full_precision(tmp_path):
 def test_a_bad_score_line_is_named(tmp_path):
     path = tmp_path / "s.txt"
     path.write_text("0.5\nzero\n")
-    with pytest.raises(FaceauditError, match=r"s\.txt:2: not a number"):
+    with pytest.raises(FaceauditError, match=r"s\.txt:2: not one number"):
         read_scores(path)
 
 
@@ -46,3 +46,26 @@ def test_missing_csv_columns_are_named(tmp_path):
     with pytest.raises(FaceauditError, match="missing column.*casia_path"):
         read_csv_columns(path, ["query_path", "casia_path"])
     assert read_csv_columns(path, ["query_path"]) == [{"query_path": "a/1.jpg", "score": "0.5"}]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("0.1 0.2\n0.3\n", r"s\.txt:1: not one number"),
+    ("0.1\n\nabc\n", r"s\.txt:3: not one number"),
+    ("0.1\nnan\n", r"s\.txt:2: score is nan"),
+    ("0.1\n-inf\n", r"s\.txt:2: score is -inf"),
+    ("\n \n", r"s\.txt: score file is empty"),
+])
+def test_score_files_are_one_finite_number_a_line(tmp_path, text, message):
+    path = tmp_path / "s.txt"
+    path.write_text(text)
+    with pytest.raises(FaceauditError, match=message):
+        read_scores(path)
+
+
+def test_blank_lines_and_spaces_are_fine_and_binary_is_refused(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("0.5\n\n  -0.25 \n1e-3\n")
+    assert read_scores(path).tolist() == [0.5, -0.25, 0.001]
+    path.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(FaceauditError, match="not a text file"):
+        read_scores(path)

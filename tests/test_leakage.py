@@ -271,3 +271,29 @@ def test_find_closest_script_defaults_and_errors(workdir):
                           "--casia_file", "missing.json"], cwd=workdir, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "missing.json" in bad.stderr
+
+
+def test_identity_flags_match_a_per_identity_brute_force():
+    from faceaudit.leakage import best_matches, identity_flags
+
+    rng = np.random.default_rng(3)
+    ref = EmbeddingSet.from_arrays(rng.standard_normal((40, 16)), [f"r{i // 4}" for i in range(40)],
+                                   [f"{i}.jpg" for i in range(40)])
+    noise = rng.standard_normal((30, 16))
+    leaked = ref.vectors[[0, 5, 9]] + 0.05 * noise[:3]  # three queries of identity q0 copy reference faces
+    query = EmbeddingSet.from_arrays(np.vstack([leaked, noise[3:]]), [f"q{i // 3}" for i in range(30)],
+                                     [f"{i}.png" for i in range(30)])
+    result = best_matches(query, ref, n_comparisons=20, progress=False)
+    threshold = 0.9
+    rows = identity_flags(result, query, ref, threshold)
+    sampled = query.identities[result.sample_indices]
+    assert [r["identity"] for r in rows] == sorted(set(sampled.tolist()))
+    for row in rows:
+        mine = np.flatnonzero(sampled == row["identity"])
+        best = mine[np.argmax(result.scores[mine])]
+        assert row["images"] == len(mine)
+        assert row["max_similarity"] == float(result.scores[best])
+        assert row["matched_reference_identity"] == ref.identities[result.reference_indices[best]]
+        assert row["images_above_threshold"] == int((result.scores[mine] >= threshold).sum())
+        assert row["flagged"] == bool(result.scores[mine].max() >= threshold)
+    assert any(r["flagged"] for r in rows) and not all(r["flagged"] for r in rows)
