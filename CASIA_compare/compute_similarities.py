@@ -43,8 +43,9 @@ def _run(args) -> int:
     print(f"Loading embeddings from {args.casia_file}...")
     casia = load_embeddings(args.casia_file)
     print(f"Loaded {len(casia)} CASIA embeddings")
-    result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device)
     base = Path("SimilarityScores") / f"{Path(args.input_file).stem}_BestMatches_{args.n_comparisons}"
+    result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device,
+                          checkpoint=base.with_name(base.name + ".partial.npz"))
     txt = write_score_lines(base.with_name(base.name + ".txt"), result.scores, decimals=6)
     print(f"Similarity scores saved to: {txt}")
     csv_path = write_best_matches_csv(base.with_name(base.name + ".csv"), result, query, casia)

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from faceaudit import search
+from faceaudit.checkpoint import Checkpoint, fingerprint
 from faceaudit.embeddings import EmbeddingSet, FaceauditWarning
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write, write_csv, write_json
@@ -36,6 +38,8 @@ CLOSEST_METADATA_KEYS = ("input_file", "n_samples_compared", "top_global_matches
 PATHS_COLUMNS = ("query_path", "casia_path", "similarity_score")
 QUANTILES = (0.90, 0.99, 0.999)
 SEED = 42
+#: queries searched between two checkpoints of a long run
+CHECKPOINT_QUERIES = 1 << 16
 
 
 @dataclass
@@ -73,16 +77,56 @@ def sample_queries(n_total: int, n: int | None, seed: int = SEED, source: str = 
     return np.asarray(indices, dtype=np.int64)
 
 
+def _store(checkpoint: str | os.PathLike | None, n_queries: int, *key_parts) -> Checkpoint | None:
+    """A checkpoint only where the work spans several chunks."""
+    if checkpoint is None or n_queries <= CHECKPOINT_QUERIES:
+        return None
+    return Checkpoint(checkpoint, fingerprint(*key_parts))
+
+
+def _chunks(n: int, done: int, progress: bool, desc: str):
+    """(start, stop) of the query chunks still to search, with a bar over all of them."""
+    bar = tqdm(total=n, initial=done, desc=desc, unit="query", disable=not progress or n <= CHECKPOINT_QUERIES,
+               leave=False)
+    try:
+        for start in range(done, n, CHECKPOINT_QUERIES):
+            stop = min(start + CHECKPOINT_QUERIES, n)
+            yield start, stop
+            bar.update(stop - start)
+    finally:
+        bar.close()
+
+
 def best_matches(query: EmbeddingSet, reference: EmbeddingSet, *, n_comparisons: int | None = None,
                  seed: int = SEED, device: str = "auto", precision: str = "fp32",
-                 memory_budget_bytes: int | None = None, progress: bool = True) -> BestMatchResult:
-    """Each sampled query's most similar reference image (exact; ties: lowest reference index)."""
+                 memory_budget_bytes: int | None = None, progress: bool = True,
+                 checkpoint: str | os.PathLike | None = None) -> BestMatchResult:
+    """Each sampled query's most similar reference image (exact; ties: lowest reference index).
+
+    Queries are searched in chunks of :data:`CHECKPOINT_QUERIES`; with ``checkpoint`` (a file
+    path) finished chunks are saved there, an interrupted run resumes from them, and the
+    file is removed at the end.
+    """
     _check_pair(query, reference)
     picked = sample_queries(len(query), n_comparisons, seed, query.metadata.get("source_file", "query set"))
-    found = search.best_match(query.vectors[picked], reference.vectors, device=device, precision=precision,
-                              memory_budget_bytes=memory_budget_bytes, progress=progress,
-                              desc="best matches")
-    return BestMatchResult(picked, found.scores, found.indices)
+    n = len(picked)
+    store = _store(checkpoint, n, "best", picked, query.vectors, reference.vectors, precision)
+    saved = store.load() if store else None
+    scores, indices = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64)
+    done = 0
+    if saved is not None:
+        done = int(saved["done"])
+        scores[:done], indices[:done] = saved["scores"], saved["indices"]
+    for start, stop in _chunks(n, done, progress, "best matches"):
+        found = search.best_match(query.vectors[picked[start:stop]], reference.vectors, device=device,
+                                  precision=precision, memory_budget_bytes=memory_budget_bytes,
+                                  progress=progress, desc=f"best matches of queries {start + 1:,}-{stop:,}")
+        scores[start:stop], indices[start:stop] = found.scores, found.indices
+        if store and stop < n:
+            store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
+    if store:
+        store.clear()
+    return BestMatchResult(picked, scores, indices)
 
 
 def best_match_rows(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet) -> Iterable[list]:
@@ -168,23 +212,50 @@ def write_summary(json_path: str | os.PathLike, csv_path: str | os.PathLike, sum
 
 # ---------------------------------------------------------------- globally closest pairs
 
+def _top_pairs_in_chunks(queries: np.ndarray, references: np.ndarray, k: int, positive_only: bool, device: str,
+                         precision: str, memory_budget_bytes: int | None, progress: bool,
+                         checkpoint: str | os.PathLike | None) -> search.TopPairs:
+    """Global top-K over query chunks: the K best of the chunks' own top-K lists, resumable."""
+    n = len(queries)
+    store = _store(checkpoint, n, "top", k, positive_only, queries, references, precision)
+    saved = store.load() if store else None
+    best = (np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
+    done = 0
+    if saved is not None:
+        done, best = int(saved["done"]), (saved["scores"], saved["query_indices"], saved["reference_indices"])
+    for start, stop in _chunks(n, done, progress, "closest pairs"):
+        found = search.top_pairs(queries[start:stop], references, k, positive_only=positive_only, device=device,
+                                 precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
+                                 desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
+        s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
+                                                               found.reference_indices)))
+        order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
+        best = (s[order], q[order], r[order])
+        if store and stop < n:
+            store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
+    if store:
+        store.clear()
+    return search.TopPairs(*best)
+
+
 def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet, *, top: int = 100,
                   n_comparisons: int | None = None, seed: int = SEED, positive_only: bool = False,
                   device: str = "auto", precision: str = "fp32", memory_budget_bytes: int | None = None,
-                  progress: bool = True, input_file: str | None = None) -> dict:
+                  progress: bool = True, input_file: str | None = None,
+                  checkpoint: str | os.PathLike | None = None) -> dict:
     """The ``top`` highest query x reference pairs as the paper's Top-K JSON document.
 
     Ties: score descending, then query row, then reference row. ``total_pairs_considered``
     is (queries compared) x (reference size); the original wrote queries x K.
+    ``checkpoint``: as in :func:`best_matches`.
     """
     if int(top) <= 0:
         raise FaceauditError(f"K (the number of closest pairs) must be > 0, got {top}")
     _check_pair(query, reference)
     picked = np.sort(sample_queries(len(query), n_comparisons, seed,
                                     query.metadata.get("source_file", "query set")))
-    found = search.top_pairs(query.vectors[picked], reference.vectors, int(top), positive_only=positive_only,
-                             device=device, precision=precision, memory_budget_bytes=memory_budget_bytes,
-                             progress=progress, desc="closest pairs")
+    found = _top_pairs_in_chunks(query.vectors[picked], reference.vectors, int(top), positive_only, device,
+                                 precision, memory_budget_bytes, progress, checkpoint)
     if len(found) < top:
         kind = "positive " if positive_only else ""
         warnings.warn(f"only {len(found)} {kind}pairs found, fewer than the {top} asked for", FaceauditWarning,
@@ -321,12 +392,13 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     query = load_embeddings(query_file, skip_invalid=skip_invalid)
     if reference is None:
         reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
-    result = best_matches(query, reference, n_comparisons=n_comparisons, seed=seed, device=device,
-                          precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress)
     out = Path(out_dir)
     stem = _stem(query_file)
-    n_label = n_comparisons if n_comparisons is not None else len(result.scores)
+    n_label = n_comparisons if n_comparisons is not None else len(query)
     base = out / f"{stem}_BestMatches_{n_label}"
+    result = best_matches(query, reference, n_comparisons=n_comparisons, seed=seed, device=device,
+                          precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
+                          checkpoint=base.with_name(base.name + ".partial.npz"))
     files = [write_scores(base.with_name(base.name + ".txt"), result.scores),
              write_best_matches_csv(base.with_name(base.name + ".csv"), result, query, reference)]
     labelled = [(f"threshold {i + 1}" if len(thresholds) > 1 else "threshold", float(t))
@@ -399,12 +471,13 @@ def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike
         raise FaceauditError(f"the number of comparisons must be > 0, got {n_comparisons}")
     query = load_embeddings(query_file, skip_invalid=skip_invalid)
     reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
+    n_label = n_comparisons if n_comparisons is not None else len(query)
+    base = Path(out_dir) / f"{_stem(query_file)}_Top{top}Global_{n_label}"
     document = closest_pairs(query, reference, top=top, n_comparisons=n_comparisons, seed=seed,
                              positive_only=positive_only, device=device, precision=precision,
                              memory_budget_bytes=memory_budget_bytes, progress=progress,
-                             input_file=input_label if input_label is not None else str(query_file))
-    n_label = n_comparisons if n_comparisons is not None else document["metadata"]["n_samples_compared"]
-    base = Path(out_dir) / f"{_stem(query_file)}_Top{top}Global_{n_label}"
+                             input_file=input_label if input_label is not None else str(query_file),
+                             checkpoint=base.with_name(base.name + ".partial.npz"))
     written = [write_closest_json(base.with_name(base.name + ".json"), document)]
     if paths_csv:
         written.append(write_paths_csv(base.with_name(base.name + "_matches.csv"), document))

@@ -297,3 +297,72 @@ def test_identity_flags_match_a_per_identity_brute_force():
         assert row["images_above_threshold"] == int((result.scores[mine] >= threshold).sum())
         assert row["flagged"] == bool(result.scores[mine].max() >= threshold)
     assert any(r["flagged"] for r in rows) and not all(r["flagged"] for r in rows)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["best", "top"])
+def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind):
+    from faceaudit import leakage as lk
+
+    rng = np.random.default_rng(5)
+    query = EmbeddingSet.from_arrays(rng.standard_normal((50, 8)), [f"q{i % 7}" for i in range(50)],
+                                     [f"{i}.png" for i in range(50)])
+    ref = EmbeddingSet.from_arrays(rng.standard_normal((30, 8)), [f"r{i % 5}" for i in range(30)],
+                                   [f"{i}.jpg" for i in range(30)])
+    checkpoint = tmp_path / "run.partial.npz"
+
+    def run(**kw):
+        if kind == "best":
+            r = lk.best_matches(query, ref, n_comparisons=40, progress=False, **kw)
+            return r.sample_indices, r.scores, r.reference_indices
+        doc = lk.closest_pairs(query, ref, top=12, n_comparisons=40, progress=False, **kw)
+        return [(d["rank"], d["similarity_score"], d["query_path"], d["casia_path"]) for d in doc["results"]]
+
+    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 10**9)
+    whole = run()  # one chunk, no checkpoint
+    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 7)  # 40 queries -> 6 chunks
+    name = "best_match" if kind == "best" else "top_pairs"
+    real = getattr(search, name)
+    calls = []
+
+    def failing(queries, *args, **kwargs):
+        calls.append(len(queries))
+        if len(calls) == 4:
+            raise _Interrupt
+        return real(queries, *args, **kwargs)
+
+    monkeypatch.setattr(search, name, failing)
+    with pytest.raises(_Interrupt):
+        run(checkpoint=checkpoint)
+    assert checkpoint.is_file()  # chunks 1-3 kept
+    calls.clear()
+    monkeypatch.setattr(search, name, lambda q, *a, **k: (calls.append(len(q)), real(q, *a, **k))[1])
+    resumed = run(checkpoint=checkpoint)
+    assert calls == [7, 7, 5]  # only the chunks not done before
+    assert not checkpoint.exists()
+    if kind == "best":
+        for a, b in zip(whole, resumed):
+            assert np.array_equal(a, b)
+    else:
+        assert resumed == whole
+
+
+def test_a_checkpoint_of_other_inputs_is_ignored(tmp_path, monkeypatch):
+    from faceaudit import leakage as lk
+    from faceaudit.checkpoint import Checkpoint
+
+    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 4)
+    rng = np.random.default_rng(6)
+    query = EmbeddingSet.from_arrays(rng.standard_normal((10, 4)), ["a"] * 10, [f"{i}" for i in range(10)])
+    ref = EmbeddingSet.from_arrays(rng.standard_normal((6, 4)), ["b"] * 6, [f"{i}" for i in range(6)])
+    checkpoint = tmp_path / "c.partial.npz"
+    Checkpoint(checkpoint, "some other run").save(done=np.int64(8), scores=np.zeros(8, np.float32),
+                                                 indices=np.zeros(8, np.int64))
+    with pytest.warns(UserWarning, match="other inputs or settings"):
+        result = lk.best_matches(query, ref, progress=False, checkpoint=checkpoint)
+    expected = (query.vectors.astype(np.float64) @ ref.vectors.T.astype(np.float64)).max(axis=1)
+    assert np.allclose(result.scores, expected, atol=1e-6)
+    assert not checkpoint.exists()
