@@ -16,7 +16,10 @@ Files of one run, for ``OUT`` = ``embeddings.jsonl``:
 - ``OUT.errors.tsv``: ``path<TAB>reason`` (after a ``path<TAB>reason`` header) for
   every image skipped (unreadable, corrupt, empty, not an image, refused archive
   member, outside an identity folder, duplicate name, no face found); removed at the
-  end of a run that had none.
+  end of a run that had none;
+- ``OUT.lock``: locked (``flock``) for the whole run, so a second run on the same
+  output, ``--overwrite`` included, is refused instead of removing files in use;
+  removed at the end.
 
 For ``OUT`` = ``embeddings.npz`` the lines stream to ``OUT.partial.jsonl``
 (with its own ``.meta.json``), which is converted to ``OUT`` at the end and
@@ -459,6 +462,9 @@ def _check_resume(files: OutputFiles, settings: dict) -> dict:
         previous = json.loads(files.meta.read_text())
     except json.JSONDecodeError as exc:
         raise FaceauditError(f"{files.meta}: invalid JSON ({exc}); use --overwrite to start over") from None
+    if not isinstance(previous, dict):
+        raise FaceauditError(f"{files.meta}: expected a JSON object, got {type(previous).__name__}; "
+                             "use --overwrite to start over")
     _compare(files.stream, previous, settings)
     return previous
 
@@ -523,41 +529,55 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
     model, info = models.load_model(arch, weights, torch_device, models_dir)
     settings = _settings(arch, info, spec, flip_tta, align, decimals)
 
-    if overwrite:
-        files.remove_all()
     files.output.parent.mkdir(parents=True, exist_ok=True)
-
-    # a finished .npz: nothing left to do when it was made the same way
-    if files.is_npz and files.output.exists() and not files.stream.exists():
-        previous = load_embeddings(files.output).metadata
-        _compare(files.output, previous, settings)
-        log(f"{files.output} is complete ({previous.get('count', '?')} embeddings); "
-            "use --overwrite to compute it again")
-        return {"output": str(files.output), "complete": True, "embedded": 0,
-                "total": previous.get("count"), "errors": 0, "already_complete": True}
-
-    lock = _lock(files.stream)
+    lock = _lock(files.output)  # before anything is removed or read: another run may be writing
     try:
+        if overwrite:
+            files.remove_all()
+        # a finished .npz: nothing left to do when it was made the same way
+        if files.is_npz and files.output.exists() and not files.stream.exists():
+            previous = load_embeddings(files.output).metadata
+            _compare(files.output, previous, settings)
+            log(f"{files.output} is complete ({previous.get('count', '?')} embeddings); "
+                "use --overwrite to compute it again")
+            return {"output": str(files.output), "complete": True, "embedded": 0,
+                    "total": previous.get("count"), "errors": 0, "already_complete": True}
         return _embed_locked(files, source, source_path, spec, model, info, settings, aligner, torch_device,
                              batch_size, workers, flip_tta, limit, threads, progress, decimals, weights,
                              started, log, lock.fileno())
     finally:
-        lock.close()
+        _unlock(lock)
 
 
-def _lock(stream: Path):
-    """An exclusive lock on the output stream: two runs must not append to one file."""
-    handle = open(stream, "ab")
+def _lock(output: Path):
+    """An exclusive lock on ``<output>.lock``, held for the whole run: two runs must not
+    write (or --overwrite) one output. The file is removed when the run ends."""
+    path = output.with_name(output.name + ".lock")
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise FaceauditError(f"{stream} is being written by another run (it holds the file's lock)") from None
-    return handle
+        return open(path, "ab")
+    while True:
+        handle = open(path, "ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise FaceauditError(f"{output} is being written by another run (it holds {path.name}); "
+                                 "wait for it to end") from None
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # locked a file the run before us removed as it ended: lock the new one
+
+
+def _unlock(handle) -> None:
+    """Remove the lock file while still holding it (a run waiting on it then locks a new one)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(handle.name)
+    handle.close()
 
 
 def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, info: dict, settings: dict, aligner,

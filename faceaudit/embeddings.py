@@ -82,17 +82,6 @@ class EmbeddingSet:
         return EmbeddingSet(self.vectors[indices], self.identities[indices], self.image_names[indices],
                             dict(self.metadata))
 
-    def identity_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(code per row, sorted unique identities): ``identities == uniques[codes]``."""
-        uniques, codes = np.unique(self.identities, return_inverse=True)
-        return codes.astype(np.int64), uniques
-
-    def paths(self, indices=None) -> np.ndarray:
-        """``identity/image_name`` of the given rows (all rows by default)."""
-        ids = self.identities if indices is None else self.identities[indices]
-        names = self.image_names if indices is None else self.image_names[indices]
-        return np.char.add(np.char.add(ids, "/"), names)
-
 
 def normalize(vectors: np.ndarray, source: str = "embeddings") -> np.ndarray:
     """Float32 unit rows; NaN/inf or all-zero rows are an error naming the first bad row."""
@@ -149,6 +138,8 @@ def _load_npz(path: Path) -> EmbeddingSet:
         raise
     except Exception as exc:  # BadZipFile, pickled object arrays, truncated files
         raise FaceauditError(f"{path}: not a readable .npz file ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise FaceauditError(f"{path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
     if len(vectors) == 0:
         raise FaceauditError(f"{path}: embedding file holds no vectors")
     return EmbeddingSet.from_arrays(vectors, identities, names, metadata, source=str(path))
@@ -159,9 +150,12 @@ def _read_sidecar(path: Path) -> dict:
     if not sidecar.is_file():
         return {}
     try:
-        return json.loads(sidecar.read_text())
+        metadata = json.loads(sidecar.read_text())
     except json.JSONDecodeError as exc:
         raise FaceauditError(f"{sidecar}: invalid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise FaceauditError(f"{sidecar}: expected a JSON object, got {type(metadata).__name__}")
+    return metadata
 
 
 def _first_char(path: Path) -> bytes:
@@ -178,8 +172,8 @@ class _BadLine(Exception):
     """A line that is not a valid record; the message says why, the caller says where."""
 
 
-def _check_record(line: bytes, dim: int | None):
-    """Parse and check one line or record: (identity, image_name, float64 vector) or _BadLine."""
+def _check_line(line: bytes, dim: int | None):
+    """Parse and check one line: (identity, image_name, float64 vector) or _BadLine."""
     try:
         record = _loads(line)
     except ValueError as exc:
@@ -187,6 +181,11 @@ def _check_record(line: bytes, dim: int | None):
             record = json.loads(line)
         except ValueError:
             raise _BadLine(f"malformed JSON ({exc})") from None
+    return _check_record(record, dim)
+
+
+def _check_record(record, dim: int | None):
+    """Check one parsed record: (identity, image_name, float64 vector) or _BadLine."""
     if not isinstance(record, dict):
         raise _BadLine(f"expected a JSON object, got {type(record).__name__}")
     for key in ("identity", "image_name", "embedding"):
@@ -324,7 +323,7 @@ def _parse_range_body(path: Path, start: int, stop: int, dim: int | None, skip_i
                 if not line.strip():
                     continue
                 try:
-                    identity, name, array = _check_record(line, dim)
+                    identity, name, array = _check_line(line, dim)
                 except _BadLine as exc:
                     if not skip_invalid:
                         error = (first + offset, str(exc))
@@ -482,7 +481,7 @@ def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -
     dim = expected_dim
     for index, record in enumerate(records):
         try:
-            identity, name, array = _check_record(json.dumps(record).encode(), dim)
+            identity, name, array = _check_record(record, dim)
         except _BadLine as exc:
             if not skip_invalid:
                 raise FaceauditError(f"{path}: record {index + 1}: {exc}") from None
@@ -500,17 +499,19 @@ def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -
 
 
 def _warn_duplicates(eset: EmbeddingSet, path: Path) -> None:
-    keys = set(zip(eset.identities.tolist(), eset.image_names.tolist()))
-    if len(keys) == len(eset):
+    n = len(eset)
+    if n < 2:
         return
-    seen, example = set(), None
-    for key in zip(eset.identities.tolist(), eset.image_names.tolist()):
-        if key in seen:
-            example = key
-            break
-        seen.add(key)
-    warnings.warn(f"{path}: {len(eset) - len(keys)} duplicate (identity, image_name) pair(s), "
-                  f"e.g. {example[0]}/{example[1]}", FaceauditWarning, stacklevel=3)
+    # each row's (identity, image_name) as one fixed-width run of bytes: one sort finds the repeats
+    rows = np.concatenate([np.ascontiguousarray(eset.identities).view(np.uint32).reshape(n, -1),
+                           np.ascontiguousarray(eset.image_names).view(np.uint32).reshape(n, -1)], axis=1)
+    keys = rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel()
+    unique, counts = np.unique(keys, return_counts=True)
+    if len(unique) == n:
+        return
+    row = np.flatnonzero(keys == unique[np.argmax(counts > 1)])[0]
+    warnings.warn(f"{path}: {n - len(unique)} duplicate (identity, image_name) pair(s), "
+                  f"e.g. {eset.identities[row]}/{eset.image_names[row]}", FaceauditWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------- writing
@@ -519,7 +520,7 @@ def format_jsonl_line(identity: str, image_name: str, vector: np.ndarray, decima
     """One paper-format line, newline included.
 
     With ``decimals`` the values are rounded in float64, so they print short
-    (``-7e-05``, not ``-7.000000186963007e-05``); with None, float32 values are
+    (``-0.00007``, not ``-7.000000186963007e-05``); with None, float32 values are
     written in their shortest round-tripping form.
     """
     return format_jsonl_lines([identity], [image_name], np.asarray(vector)[None, :], decimals)
@@ -529,20 +530,48 @@ def format_jsonl_lines(identities: Sequence[str], image_names: Sequence[str], ve
                        decimals: int | None = 5) -> bytes:
     """Many paper-format lines at once (see ``format_jsonl_line``)."""
     vectors = np.asarray(vectors)
+    if _orjson is None:
+        plain_down_to = -5 if decimals is not None else -6
+        return b"".join(_dumps_line(identity, name, vector, plain_down_to) for identity, name, vector
+                        in zip(identities, image_names, _plain_values(vectors, decimals)))
     if decimals is not None:
         values = np.round(vectors.astype(np.float64), decimals).tolist()
-    elif _orjson is not None:
-        values = list(vectors.astype(np.float32))
     else:
-        values = vectors.astype(np.float32).astype(np.float64).tolist()
+        values = list(vectors.astype(np.float32))
     parts = []
     for identity, name, vector in zip(identities, image_names, values):
         record = {"identity": str(identity), "image_name": str(name), "embedding": vector}
-        if _orjson is not None:
-            parts.append(_orjson.dumps(record, option=_orjson.OPT_SERIALIZE_NUMPY))
-        else:
-            parts.append(json.dumps(record, separators=(", ", ": ")).encode())
+        parts.append(_orjson.dumps(record, option=_orjson.OPT_SERIALIZE_NUMPY))
     return b"".join(part + b"\n" for part in parts)
+
+
+def _plain_values(vectors: np.ndarray, decimals: int | None) -> list[list[float]]:
+    if decimals is not None:
+        return np.round(vectors.astype(np.float64), decimals).tolist()
+    # the shortest text that reads back as the same float32, as orjson writes it
+    return [[float(str(value)) for value in row] for row in vectors.astype(np.float32)]
+
+
+def _dumps_line(identity, name, vector: list[float], plain_down_to: int) -> bytes:
+    """One line without orjson, byte for byte what orjson writes (for values below 1e9 in magnitude)."""
+    head = json.dumps({"identity": str(identity), "image_name": str(name)}, ensure_ascii=False,
+                      separators=(",", ":"))
+    values = ",".join(_float_text(value, plain_down_to) for value in vector)
+    return f'{head[:-1]},"embedding":[{values}]}}\n'.encode()
+
+
+def _float_text(value: float, plain_down_to: int) -> str:
+    """``repr`` in orjson's notation: plain decimals down to ``10**plain_down_to`` (orjson: 1e-5 for
+    float64, 1e-6 for float32; repr: 1e-4), then ``1.5e-7`` (not ``1.5e-07``)."""
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, power = text.split("e")
+    power = int(power)
+    if plain_down_to <= power < 0:
+        sign, digits = ("-", mantissa[1:]) if mantissa.startswith("-") else ("", mantissa)
+        return f"{sign}0.{'0' * (-power - 1)}{digits.replace('.', '')}"
+    return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}"
 
 
 def save_embeddings(eset: EmbeddingSet, path: str | os.PathLike, *, decimals: int | None = None) -> Path:
@@ -561,7 +590,10 @@ def save_embeddings(eset: EmbeddingSet, path: str | os.PathLike, *, decimals: in
             stop = start + 4096
             out.write(format_jsonl_lines(eset.identities[start:stop], eset.image_names[start:stop],
                                          eset.vectors[start:stop], decimals))
+    sidecar = path.with_name(path.name + ".meta.json")
     if eset.metadata:
-        with atomic_write(path.with_name(path.name + ".meta.json")) as out:
+        with atomic_write(sidecar) as out:
             json.dump(eset.metadata, out, indent=2)
+    else:  # an older file's metadata must not be read back as this one's
+        sidecar.unlink(missing_ok=True)
     return path

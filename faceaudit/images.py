@@ -24,16 +24,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-# Extensions read as images (lower case; matching is case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff")
-
 
 class ImageDecodeError(ValueError):
     """A file that cannot be turned into an RGB image; the message is the reason."""
-
-
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 # ---------------------------------------------------------------- decoding
@@ -147,21 +140,6 @@ def normalize_batch(batch: torch.Tensor, scale: float = 1 / 255, mean: float | S
             raise ValueError(f"mean/std must have 1 or {channels} values")
         x = (x - mean_t.reshape(1, -1, 1, 1)) / std_t.reshape(1, -1, 1, 1)
     return x if dtype == torch.float32 else x.to(dtype)
-
-
-def spec_params(spec) -> dict:
-    """The preprocessing of a ``ModelSpec`` as plain values (recorded in output metadata)."""
-    def plain(value):
-        return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
-    return {
-        "input_size": [int(v) for v in spec.input_size],
-        "resize": "PIL bilinear (torchvision Resize); untouched at input size",
-        "channel_order": str(spec.channel_order).upper(),
-        "scale": float(spec.scale),
-        "mean": plain(spec.mean),
-        "std": plain(spec.std),
-        "formula": "(pixel * scale - mean) / std, CHW float32",
-    }
 
 
 def preprocess(rgb: np.ndarray, spec) -> torch.Tensor:

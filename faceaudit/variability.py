@@ -13,6 +13,7 @@ replication package names them (``<stem>`` is the input file name up to its firs
 """
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from pathlib import Path
@@ -168,10 +169,13 @@ def write_metrics_csv(path, rows: list[list], merge: bool = False) -> Path:
     """Write the metrics table; with ``merge`` keep rows of other datasets already in ``path``."""
     path = Path(path)
     if merge and path.is_file():
+        keep_it = "not overwritten, so other datasets' rows are not lost: fix it or move it aside"
         try:
             old = read_csv_columns(path, CSV_COLUMNS[:1])
-        except FaceauditError:
-            old = []
+        except FaceauditError as exc:
+            raise FaceauditError(f"{exc}; {keep_it}") from None
+        except (UnicodeDecodeError, csv.Error, OSError) as exc:
+            raise FaceauditError(f"{path}: unreadable CSV ({exc}); {keep_it}") from None
         mine = {str(row[0]) for row in rows}
         kept = [[record.get(column, "") for column in CSV_COLUMNS] for record in old
                 if record.get("Dataset") not in mine]

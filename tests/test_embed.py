@@ -335,11 +335,20 @@ def test_truncate_helpers(tmp_path):
     assert path.read_bytes() == b""
 
 
+# Once 4 lines are on disk the writer waits until a Ctrl-C has discarded the batches queued
+# behind it (SIGKILL simply ends the run while it waits): exactly 4 lines are kept, however
+# slow or loaded the machine is.
 SLOW_RUN = """
-import sys, time
+import sys, threading
 import faceaudit.embed as embed
 from faceaudit import cli
-embed._after_batch = lambda written: time.sleep(0.4)
+discarded = threading.Event()
+discard = embed._Writer._discard_queued
+def discard_then_release(self):
+    discard(self)
+    discarded.set()
+embed._Writer._discard_queued = discard_then_release
+embed._after_batch = lambda written: written >= 4 and discarded.wait(300)
 sys.exit(cli.main(["embed", sys.argv[1], "-o", sys.argv[2], "--arch", "mobilefacenet", "--weights", sys.argv[3],
                    "--batch-size", "2", "--workers", sys.argv[4], "--no-progress"]))
 """
@@ -352,7 +361,7 @@ def test_resume_after_kill_or_ctrl_c(tmp_path, folder, weights, how):
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(folder), str(out), str(weights), str(workers)],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if out.exists() and out.read_bytes().count(b"\n") >= 4:
                 break
@@ -373,7 +382,7 @@ def test_resume_after_kill_or_ctrl_c(tmp_path, folder, weights, how):
         meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
         assert meta["complete"] is False and meta["count"] == out.read_bytes().count(b"\n")
     before = out.read_bytes().count(b"\n")
-    assert 4 <= before < 12
+    assert before == 4
     with open(out, "ab") as handle:  # as if killed in the middle of writing a line
         handle.write(b'{"identity":"id_c","image_name":"04.bm')
     summary = embed_dataset(folder, out, weights=weights, **FAST)
@@ -395,6 +404,24 @@ def test_two_runs_on_one_output_are_refused(tmp_path, folder, weights):
     finally:
         held.close()
     assert embed_dataset(folder, out, weights=weights, limit=1, **FAST)["embedded"] == 1
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.npz"])
+def test_overwrite_waits_for_the_lock_before_removing_anything(tmp_path, folder, weights, name):
+    from faceaudit.embed import _lock
+
+    out = tmp_path / "out" / name
+    embed_dataset(folder, out, weights=weights, limit=2, **FAST)
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    held = _lock(out)
+    try:
+        with pytest.raises(FaceauditError, match="another run"):
+            embed_dataset(folder, out, weights=weights, overwrite=True, **FAST)
+        assert {p.name: p.read_bytes() for p in out.parent.iterdir() if p.suffix != ".lock"} == before
+    finally:
+        held.close()
+    assert embed_dataset(folder, out, weights=weights, overwrite=True, **FAST)["embedded"] == 12
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, folder, weights):
@@ -415,6 +442,14 @@ def test_output_without_metadata_is_not_resumed(tmp_path, folder, weights):
     out = tmp_path / "embeddings.json"
     out.write_text('{"identity": "x", "image_name": "y.jpg", "embedding": [1.0]}\n')
     with pytest.raises(FaceauditError, match="--overwrite"):
+        embed_dataset(folder, out, weights=weights, **FAST)
+
+
+def test_metadata_that_is_not_an_object_is_not_resumed(tmp_path, folder, weights):
+    out = tmp_path / "embeddings.jsonl"
+    out.write_text('{"identity": "x", "image_name": "y.jpg", "embedding": [1.0]}\n')
+    (tmp_path / "embeddings.jsonl.meta.json").write_text("[1, 2]")
+    with pytest.raises(FaceauditError, match=r"embeddings\.jsonl\.meta\.json: expected a JSON object, got list"):
         embed_dataset(folder, out, weights=weights, **FAST)
 
 

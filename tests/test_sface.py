@@ -167,6 +167,17 @@ def test_matches_onnxruntime_on_orl_faces(sface_path, sface_model, shared_data):
     assert mated.mean() > non_mated.mean() + 0.3
 
 
+def test_an_onnx_file_with_foreign_initializers_is_refused(sface_path, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(sface_path))
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "extra_thing"))
+    onnx.save(graph, str(tmp_path / "other.onnx"))
+    with pytest.raises(FaceauditError, match=r"initializer\(s\) sface does not use \(extra_thing\)"):
+        load_model("sface", tmp_path / "other.onnx", "cpu")
+
+
 def test_batch_independence(sface_model, shared_data):
     faces = orl_faces(shared_data, subjects=range(1, 6), shots=(1,))
     x = torch.from_numpy(faces.transpose(0, 3, 1, 2).astype(np.float32))

@@ -11,6 +11,7 @@ import pytest
 
 from faceaudit import cli
 from faceaudit.embeddings import EmbeddingSet, FaceauditWarning, save_embeddings
+from faceaudit.errors import FaceauditError
 from faceaudit.files import read_scores, write_scores
 from faceaudit.metrics import verification_metrics
 from faceaudit.variability import (CSV_COLUMNS, analyze_score_dir, dataset_stem, pair_scores, run)
@@ -89,6 +90,17 @@ def test_run_is_reproducible_and_merges_the_csv(tmp_path, example_file):
     run(_example(seed=1), 200, tmp_path / "a", bootstrap=0, stem="Other", figures=False)
     rows = _csv(tmp_path / "a" / "Metrics" / "All_Datasets_metrics.csv")
     assert sorted(r[0] for r in rows[1:]) == ["Other", "Synth"]
+
+
+@pytest.mark.parametrize("content", [b"Name,EER\nOther,0.1\n", b"\xff\xfe\x00binary\x00\n"])
+def test_unreadable_merged_csv_is_an_error_not_overwritten(tmp_path, content):
+    from faceaudit.variability import write_metrics_csv
+
+    path = tmp_path / "All_Datasets_metrics.csv"
+    path.write_bytes(content)
+    with pytest.raises(FaceauditError, match=r"All_Datasets_metrics\.csv: .*not overwritten"):
+        write_metrics_csv(path, [["Synth"] + [0] * 3], merge=True)
+    assert path.read_bytes() == content
 
 
 def test_exhaustive(tmp_path):

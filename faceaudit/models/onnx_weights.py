@@ -52,21 +52,27 @@ def default_name_map(model: torch.nn.Module) -> dict[str, str]:
 
 
 def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
-    """Copy the ONNX initializers of ``path`` into ``model`` in place; strict.
+    """Copy the ONNX initializers of ``path`` into ``model`` in place, strictly on the model's side.
 
-    Every state-dict entry (except BatchNorm's ``num_batches_tracked``) must be filled from
-    an initializer of the same number of elements (PReLU slopes stored as ``[C,1,1]`` go
-    into ``[C]``). Returns ``{"loaded": n, "unused": [initializer names not used]}``.
+    Every state-dict entry (except BatchNorm's ``num_batches_tracked``, kept as is) must be
+    named by the mapping and filled from an initializer of the same number of elements
+    (PReLU slopes stored as ``[C,1,1]`` go into ``[C]``); a mapping key the model lacks, a
+    missing initializer or a size mismatch is a :class:`FaceauditError`. Initializers the
+    mapping does not name are not loaded: they are returned, sorted, as ``"unused"`` for the
+    caller to judge (``load_model`` refuses a file that has any).
+    Returns ``{"loaded": n, "unused": [initializer names]}``.
     """
     tensors = read_initializers(path)
     mapping = model.onnx_name_map() if hasattr(model, "onnx_name_map") else default_name_map(model)
     state = model.state_dict()
     missing = [f"{key} <- {name}" for key, name in mapping.items() if name not in tensors]
     unmapped = [key for key in state if key not in mapping and not key.endswith("num_batches_tracked")]
-    if missing or unmapped:
-        detail = "; ".join(missing[:3] + [f"{k} has no initializer" for k in unmapped[:3]])
+    unknown = [key for key in mapping if key not in state]
+    if missing or unmapped or unknown:
+        detail = "; ".join(missing[:3] + [f"{k} has no initializer" for k in unmapped[:3]]
+                           + [f"{k} is not in the model" for k in unknown[:3]])
         raise FaceauditError(f"{path}: weights do not fit {type(model).__name__} ({detail})")
-    new_state = {}
+    new_state = dict(state)  # num_batches_tracked stays; every other entry is replaced below
     for key, name in mapping.items():
         target = state[key]
         array = tensors[name]
@@ -74,9 +80,9 @@ def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
             raise FaceauditError(f"{path}: initializer {name} has shape {list(array.shape)}, "
                                  f"{type(model).__name__}.{key} needs {list(target.shape)}")
         new_state[key] = torch.from_numpy(np.array(array, copy=True)).reshape(target.shape).to(target.dtype)
-    model.load_state_dict(new_state, strict=False)
+    model.load_state_dict(new_state, strict=True)
     used = set(mapping.values())
-    return {"loaded": len(new_state), "unused": sorted(n for n in tensors if n not in used)}
+    return {"loaded": len(mapping), "unused": sorted(n for n in tensors if n not in used)}
 
 
 ORT_MISSING = ("onnxruntime is needed for {what}; install it with: pip install 'faceaudit[onnx]' "

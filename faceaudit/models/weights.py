@@ -276,7 +276,11 @@ def load_model(name: str, weights_path: str | Path | None, device: str | torch.d
     else:  # "onnx": tensors read from the graph's initializers (faceaudit.models.onnx_weights)
         from faceaudit.models.onnx_weights import load_onnx_weights
         model, dim = spec.build(), spec.embedding_dim
-        load_onnx_weights(model, path)
+        unused = load_onnx_weights(model, path)["unused"]
+        if unused:  # another graph than the one the architecture was written from
+            raise FaceauditError(f"{path}: {len(unused)} initializer(s) {spec.name} does not use "
+                                 f"({', '.join(unused[:_LIST_LIMIT])}{' ...' if len(unused) > _LIST_LIMIT else ''}); "
+                                 f"not the {spec.weights_file or spec.name} weights")
         sha = sha256_file(path)
     model = model.to(device).eval()
     info = {
