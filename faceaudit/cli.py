@@ -353,7 +353,11 @@ def _run_demo(args) -> int:
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="faceaudit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="faceaudit",
+        description="Can a (synthetic) face dataset stand in for real faces? Embeddings, mated vs non-mated "
+                    "variability with pyeer-exact metrics, and identity leakage against a reference set.",
+        epilog="Run 'faceaudit COMMAND --help' for a command's options; 'faceaudit demo' shows them all on real faces.")
     parser.add_argument("--version", action="version", version=f"faceaudit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_embed, _add_variability, _add_leakage, _add_models, _add_demo):
