@@ -15,13 +15,13 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.cli import run_guarded  # noqa: E402
+from faceaudit.cli import positive_int, run_guarded  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Find best matches in CASIA and plot similarity distribution")
     parser.add_argument("input_file", help="Input JSON file with embeddings")
-    parser.add_argument("--n_comparisons", type=int, default=10000,
+    parser.add_argument("--n_comparisons", type=positive_int, default=10000,
                         help="Number of samples to compare (default: 10000)")
     parser.add_argument("--casia_file", default="CASIA.json", help="CASIA reference file (default: CASIA.json)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
@@ -32,19 +32,10 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     import numpy as np
 
-    from faceaudit.embeddings import load_embeddings
-    from faceaudit.errors import FaceauditError
-    from faceaudit.leakage import best_matches, plot_best_matches
+    from faceaudit.leakage import best_matches, load_query_and_reference, plot_best_matches
     from faceaudit.plots import save_figure
 
-    if args.n_comparisons <= 0:
-        raise FaceauditError(f"--n_comparisons must be > 0, got {args.n_comparisons}")
-    print(f"Loading embeddings from {args.input_file}...")
-    query = load_embeddings(args.input_file)
-    print(f"Loaded {len(query)} input embeddings")
-    print(f"Loading embeddings from {args.casia_file}...")
-    casia = load_embeddings(args.casia_file)
-    print(f"Loaded {len(casia)} CASIA embeddings")
+    query, casia = load_query_and_reference(args.input_file, args.casia_file)
     result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device)
     scores = result.scores
     mean, std = float(np.mean(scores)), float(np.std(scores))

@@ -17,15 +17,15 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.cli import run_guarded  # noqa: E402
+from faceaudit.cli import positive_int, run_guarded  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Find top N highest similarity pairs globally")
     parser.add_argument("input_file", help="Input JSON file with embeddings")
-    parser.add_argument("--n_comparisons", type=int, default=10000,
+    parser.add_argument("--n_comparisons", type=positive_int, default=10000,
                         help="Number of samples to compare (default: 10000)")
-    parser.add_argument("--top_global", type=int, default=100,
+    parser.add_argument("--top_global", type=positive_int, default=100,
                         help="Number of highest similarity pairs to save globally (default: 100)")
     parser.add_argument("--casia_file", default="CASIA.json", help="CASIA reference file (default: CASIA.json)")
     parser.add_argument("--batch_size", type=int, default=1000,
@@ -38,13 +38,8 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from faceaudit.errors import FaceauditError
     from faceaudit.leakage import run_closest
 
-    if args.n_comparisons <= 0:
-        raise FaceauditError(f"--n_comparisons must be > 0, got {args.n_comparisons}")
-    if args.top_global <= 0:
-        raise FaceauditError(f"--top_global must be > 0, got {args.top_global}")
     written = run_closest(args.input_file, args.casia_file, out_dir=".", top=args.top_global,
                           n_comparisons=args.n_comparisons, positive_only=True, device=args.device,
                           input_label=args.input_file, paths_csv=False)

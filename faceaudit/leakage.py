@@ -51,6 +51,20 @@ class BestMatchResult:
     reference_indices: np.ndarray  # int64 (n,)
 
 
+def load_query_and_reference(query_file: str | os.PathLike, reference_file: str | os.PathLike,
+                             log=print) -> tuple[EmbeddingSet, EmbeddingSet]:
+    """Both embedding files, announced as the paper's CASIA scripts do."""
+    from faceaudit.embeddings import load_embeddings
+
+    log(f"Loading embeddings from {query_file}...")
+    query = load_embeddings(query_file)
+    log(f"Loaded {len(query)} input embeddings")
+    log(f"Loading embeddings from {reference_file}...")
+    reference = load_embeddings(reference_file)
+    log(f"Loaded {len(reference)} CASIA embeddings")
+    return query, reference
+
+
 def _check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
     if len(reference) == 0:
         raise FaceauditError("the reference set is empty")
