@@ -49,6 +49,31 @@ def positive_int(text: str) -> int:
     return value
 
 
+def run_pair_script(stage: Callable, description: str, argv: Sequence[str] | None = None) -> int:
+    """The paper's two Mated_vs_non-mated scripts that read one embedding file: same arguments, one stage each.
+
+    ``stage(json_file_path, n_comparisons, out_dir, seed, exhaustive=, skip_invalid=)`` is
+    :func:`faceaudit.variability.compute_similarities` or :func:`~faceaudit.variability.analyze_embeddings`.
+    """
+    from faceaudit.variability import DEFAULT_N_COMPARISONS
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("json_file_path", type=str, help="Path to the input JSON file.")
+    parser.add_argument("--n_comparisons", type=positive_int, default=DEFAULT_N_COMPARISONS,
+                        help=f"Number of comparisons to compute (default: {DEFAULT_N_COMPARISONS})")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument("--exhaustive", action="store_true", help="use every pair instead of sampling")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed lines instead of failing")
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        stage(args.json_file_path, args.n_comparisons, ".", args.seed, exhaustive=args.exhaustive,
+              skip_invalid=args.skip_invalid)
+        return 0
+
+    return run_guarded(work, parser.prog)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip malformed embedding lines (counted and reported) instead of failing")
