@@ -7,7 +7,6 @@ Writes SimilarityScores/<INPUT stem>_BestMatches_<n>.txt (one best-match similar
 (sample_index, sample_identity, sample_image_name, best_match_index, best_match_identity,
 best_match_image_name, similarity: the format of the paper's published Best_Matches files).
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,16 +15,11 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.cli import positive_int, run_guarded  # noqa: E402
+from faceaudit.cli import casia_script_parser, run_guarded  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Find best matches in CASIA and save similarity scores")
-    parser.add_argument("input_file", help="Input JSON file with embeddings")
-    parser.add_argument("--n_comparisons", type=positive_int, default=10000,
-                        help="Number of samples to compare (default: 10000)")
-    parser.add_argument("--casia_file", default="CASIA.json", help="CASIA reference file (default: CASIA.json)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser = casia_script_parser("Find best matches in CASIA and save similarity scores")
     args = parser.parse_args(argv)
     return run_guarded(lambda: _run(args), Path(__file__).name)
 

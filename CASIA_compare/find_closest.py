@@ -8,7 +8,6 @@ n_samples_compared, top_global_matches, total_pairs_considered = samples x CASIA
 casia_image_name, casia_path). Positive similarities only, as the paper. Exact search; ties go
 to the lower query row, then the lower CASIA row.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,22 +16,17 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.cli import positive_int, run_guarded  # noqa: E402
+from faceaudit.cli import casia_script_parser, positive_int, run_guarded  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Find top N highest similarity pairs globally")
-    parser.add_argument("input_file", help="Input JSON file with embeddings")
-    parser.add_argument("--n_comparisons", type=positive_int, default=10000,
-                        help="Number of samples to compare (default: 10000)")
+    parser = casia_script_parser("Find top N highest similarity pairs globally")
     parser.add_argument("--top_global", type=positive_int, default=100,
                         help="Number of highest similarity pairs to save globally (default: 100)")
-    parser.add_argument("--casia_file", default="CASIA.json", help="CASIA reference file (default: CASIA.json)")
     parser.add_argument("--batch_size", type=int, default=1000,
                         help="Accepted for compatibility; blocks are sized from the memory budget")
     parser.add_argument("--load_batch_size", type=int, default=50000,
                         help="Accepted for compatibility; files are read in one streaming pass")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     args = parser.parse_args(argv)
     return run_guarded(lambda: _run(args), Path(__file__).name)
 

@@ -74,6 +74,17 @@ def run_pair_script(stage: Callable, description: str, argv: Sequence[str] | Non
     return run_guarded(work, parser.prog)
 
 
+def casia_script_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments the paper's CASIA_compare scripts share: INPUT, --n_comparisons, --casia_file, --device."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("input_file", help="Input JSON file with embeddings")
+    parser.add_argument("--n_comparisons", type=positive_int, default=10000,
+                        help="Number of samples to compare (default: 10000)")
+    parser.add_argument("--casia_file", default="CASIA.json", help="CASIA reference file (default: CASIA.json)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    return parser
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip malformed embedding lines (counted and reported) instead of failing")

@@ -128,7 +128,8 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
             + (f" ({summary['errors']} skipped, see {summary['errors_file']})" if summary.get("errors") else ""))
 
     log("4/6 variability: all mated vs all non-mated pairs, pyeer-exact metrics, 95% bootstrap CIs")
-    results = {name: variability.run(files[name], None, out, exhaustive=True, bootstrap=1000)
+    sets = {name: load_embeddings(path) for name, path in files.items()}  # each file is parsed once
+    results = {name: variability.run(sets[name], None, out, exhaustive=True, bootstrap=1000, stem=name)
                for name in ("synthetic", "reference")}
     for name, result in results.items():
         m = result["metrics"]
@@ -136,15 +137,14 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
             f"d' {m['decidability']:.3f}  FDR {m['fdr']:.3f}")
     reference_metrics = results["reference"]["metrics"]
     verification_th = float(reference_metrics["fmr1000_th"])
-    reference = load_embeddings(files["reference"])
-    search_th = search_threshold(reference_metrics["imean"], reference_metrics["istd"], len(reference))
+    search_th = search_threshold(reference_metrics["imean"], reference_metrics["istd"], len(sets["reference"]))
     log(f"5/6 leakage: best match of every synthetic face among the reference faces, at the reference set's "
         f"FMR1000 threshold {verification_th:.4f} (one comparison) and at {search_th:.4f} (FMR 1e-3 per search "
         f"of the whole reference set)")
     leak_dir = out / "leakage"
     stats = leakage.run_leakage(files["synthetic"], files["reference"], out_dir=leak_dir, n_comparisons=None,
                                 thresholds=[verification_th, search_th], flag_threshold=search_th,
-                                device=device, progress=False, reference=reference)
+                                device=device, progress=False, query=sets["synthetic"], reference=sets["reference"])
     flagged = sorted(stats["flagged_identities"], key=_natural)
     caught = sorted(set(flagged) & set(story["leaked"]), key=_natural)
     false_alarms = sorted(set(flagged) - set(story["leaked"]), key=_natural)
@@ -157,7 +157,8 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
 
     log("6/6 closest pairs and their picture")
     closest = leakage.run_closest(files["synthetic"], files["reference"], out_dir=leak_dir, top=20,
-                                  device=device, progress=False)
+                                  device=device, progress=False, query=sets["synthetic"],
+                                  reference=sets["reference"])
     csv_path = next(p for p in closest if str(p).endswith(".csv"))
     grid = pairs_figure(csv_path, story["reference"], story["synthetic"], leak_dir, samples=8)
 

@@ -387,13 +387,13 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
                 n_comparisons: int | None = 10000, thresholds: Sequence[float] = (), seed: int = SEED,
                 device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
                 memory_budget_bytes: int | None = None, progress: bool = True,
-                reference: EmbeddingSet | None = None, return_scores: bool = False,
-                flag_threshold: float | None = None):
+                query: EmbeddingSet | None = None, reference: EmbeddingSet | None = None,
+                return_scores: bool = False, flag_threshold: float | None = None):
     """Best matches of a sample of QUERY in REFERENCE: scores, CSV, KDE figure and summary files.
 
     Returns the summary with ``files`` (the paths written) added; with ``return_scores``,
     (summary, best-match scores).
-    ``reference``: the already loaded reference set, to load it once for several queries.
+    ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
     ``flag_threshold``: also write ``<stem>_identity_flags.csv`` (:func:`identity_flags`) and
     list the flagged query identities in the summary.
     """
@@ -403,7 +403,8 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
 
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"--n-comparisons must be > 0, got {n_comparisons}")
-    query = load_embeddings(query_file, skip_invalid=skip_invalid)
+    if query is None:
+        query = load_embeddings(query_file, skip_invalid=skip_invalid)
     if reference is None:
         reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
     out = Path(out_dir)
@@ -475,16 +476,22 @@ def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike
                 top: int = 100, n_comparisons: int | None = None, positive_only: bool = False,
                 seed: int = SEED, device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
                 memory_budget_bytes: int | None = None, progress: bool = True,
-                input_label: str | None = None, paths_csv: bool = True) -> list[Path]:
-    """The Top-K JSON ``<stem>_Top<K>Global_<n>.json`` and its paths CSV ``..._matches.csv``."""
+                input_label: str | None = None, paths_csv: bool = True,
+                query: EmbeddingSet | None = None, reference: EmbeddingSet | None = None) -> list[Path]:
+    """The Top-K JSON ``<stem>_Top<K>Global_<n>.json`` and its paths CSV ``..._matches.csv``.
+
+    ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
+    """
     from faceaudit.embeddings import load_embeddings
 
     if int(top) <= 0:
         raise FaceauditError(f"K must be > 0, got {top}")
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"the number of comparisons must be > 0, got {n_comparisons}")
-    query = load_embeddings(query_file, skip_invalid=skip_invalid)
-    reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
+    if query is None:
+        query = load_embeddings(query_file, skip_invalid=skip_invalid)
+    if reference is None:
+        reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
     n_label = n_comparisons if n_comparisons is not None else len(query)
     base = Path(out_dir) / f"{_stem(query_file)}_Top{top}Global_{n_label}"
     document = closest_pairs(query, reference, top=top, n_comparisons=n_comparisons, seed=seed,
