@@ -25,13 +25,14 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from faceaudit.leakage import best_matches, load_query_and_reference, write_best_matches_csv, write_score_lines
+    from faceaudit.files import write_scores
+    from faceaudit.leakage import best_matches, load_query_and_reference, write_best_matches_csv
 
     query, casia = load_query_and_reference(args.input_file, args.casia_file)
     base = Path("SimilarityScores") / f"{Path(args.input_file).stem}_BestMatches_{args.n_comparisons}"
     result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device,
                           checkpoint=base.with_name(base.name + ".partial.npz"))
-    txt = write_score_lines(base.with_name(base.name + ".txt"), result.scores, decimals=6)
+    txt = write_scores(base.with_name(base.name + ".txt"), result.scores, decimals=6)
     print(f"Similarity scores saved to: {txt}")
     csv_path = write_best_matches_csv(base.with_name(base.name + ".csv"), result, query, casia)
     print(f"Best matches saved to: {csv_path}")

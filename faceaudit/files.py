@@ -40,12 +40,14 @@ def _umask() -> int:
     return mask
 
 
-def write_scores(path: str | os.PathLike, scores: np.ndarray) -> Path:
-    """One full-precision float a line (``repr`` round-trips float64 exactly)."""
+def write_scores(path: str | os.PathLike, scores: np.ndarray, decimals: int | None = None) -> Path:
+    """One score a line: full precision (``repr`` round-trips float64 exactly), or ``decimals``
+    fixed digits as the paper's CASIA SimilarityScores files."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
+    text = repr if decimals is None else f"{{:.{int(decimals)}f}}".format
     with atomic_write(path) as out:
         if scores.size:
-            out.write("\n".join(map(repr, scores.tolist())))
+            out.write("\n".join(map(text, scores.tolist())))
             out.write("\n")
     return Path(path)
 

@@ -156,15 +156,6 @@ def write_best_matches_csv(path: str | os.PathLike, result: BestMatchResult, que
     return write_csv(path, BEST_MATCH_COLUMNS, best_match_rows(result, query, reference))
 
 
-def write_score_lines(path: str | os.PathLike, scores: np.ndarray, decimals: int | None = 6) -> Path:
-    """One score a line: ``decimals`` fixed digits as the paper's SimilarityScores files, or full ``repr``."""
-    values = np.asarray(scores, dtype=np.float64).tolist()
-    with atomic_write(path) as out:
-        for value in values:
-            out.write((f"{value:.{decimals}f}" if decimals is not None else repr(value)) + "\n")
-    return Path(path)
-
-
 # ---------------------------------------------------------------- summary
 
 def summary(scores: np.ndarray, thresholds: Sequence[float] | Mapping[str, float] = (),

@@ -69,3 +69,8 @@ def test_blank_lines_and_spaces_are_fine_and_binary_is_refused(tmp_path):
     path.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(FaceauditError, match="not a text file"):
         read_scores(path)
+
+
+def test_scores_with_fixed_decimals_as_the_paper(tmp_path):
+    path = write_scores(tmp_path / "s.txt", np.array([0.5, 0.1234567, -0.00001]), decimals=6)
+    assert path.read_text() == "0.500000\n0.123457\n-0.000010\n"
