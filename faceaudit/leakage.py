@@ -65,6 +65,13 @@ def load_query_and_reference(query_file: str | os.PathLike, reference_file: str 
     return query, reference
 
 
+def _loaded(eset: EmbeddingSet | None, path: str | os.PathLike, skip_invalid: bool) -> EmbeddingSet:
+    """``eset`` when the caller already loaded ``path``, else ``path`` read now."""
+    from faceaudit.embeddings import load_embeddings
+
+    return eset if eset is not None else load_embeddings(path, skip_invalid=skip_invalid)
+
+
 def _check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
     if len(reference) == 0:
         raise FaceauditError("the reference set is empty")
@@ -388,16 +395,13 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     ``flag_threshold``: also write ``<stem>_identity_flags.csv`` (:func:`identity_flags`) and
     list the flagged query identities in the summary.
     """
-    from faceaudit.embeddings import load_embeddings
     from faceaudit.files import write_scores
     from faceaudit.plots import save_figure
 
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"--n-comparisons must be > 0, got {n_comparisons}")
-    if query is None:
-        query = load_embeddings(query_file, skip_invalid=skip_invalid)
-    if reference is None:
-        reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
+    query = _loaded(query, query_file, skip_invalid)
+    reference = _loaded(reference, reference_file, skip_invalid)
     out = Path(out_dir)
     stem = _stem(query_file)
     n_label = n_comparisons if n_comparisons is not None else len(query)
@@ -473,16 +477,13 @@ def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike
 
     ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
     """
-    from faceaudit.embeddings import load_embeddings
 
     if int(top) <= 0:
         raise FaceauditError(f"K must be > 0, got {top}")
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"the number of comparisons must be > 0, got {n_comparisons}")
-    if query is None:
-        query = load_embeddings(query_file, skip_invalid=skip_invalid)
-    if reference is None:
-        reference = load_embeddings(reference_file, skip_invalid=skip_invalid)
+    query = _loaded(query, query_file, skip_invalid)
+    reference = _loaded(reference, reference_file, skip_invalid)
     n_label = n_comparisons if n_comparisons is not None else len(query)
     base = Path(out_dir) / f"{_stem(query_file)}_Top{top}Global_{n_label}"
     document = closest_pairs(query, reference, top=top, n_comparisons=n_comparisons, seed=seed,
