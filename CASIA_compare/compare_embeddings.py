@@ -26,8 +26,8 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     import numpy as np
 
-    from faceaudit.leakage import best_matches, load_query_and_reference, plot_best_matches
-    from faceaudit.plots import save_figure
+    from faceaudit.stages.leakage import best_matches, load_query_and_reference, plot_best_matches
+    from faceaudit.report.plots import save_figure
 
     query, casia = load_query_and_reference(args.input_file, args.casia_file)
     result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device)

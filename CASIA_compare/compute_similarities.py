@@ -25,8 +25,8 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from faceaudit.files import write_scores
-    from faceaudit.leakage import best_matches, load_query_and_reference, write_best_matches_csv
+    from faceaudit.io.files import write_scores
+    from faceaudit.stages.leakage import best_matches, load_query_and_reference, write_best_matches_csv
 
     query, casia = load_query_and_reference(args.input_file, args.casia_file)
     base = Path("SimilarityScores") / f"{Path(args.input_file).stem}_BestMatches_{args.n_comparisons}"

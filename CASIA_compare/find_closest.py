@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from faceaudit.leakage import run_closest
+    from faceaudit.stages.closest import run_closest
 
     written = run_closest(args.input_file, args.casia_file, out_dir=".", top=args.top_global,
                           n_comparisons=args.n_comparisons, positive_only=True, device=args.device,

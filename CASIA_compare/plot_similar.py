@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from faceaudit.grid import pairs_figure, read_pairs_csv
+    from faceaudit.report.grid import pairs_figure, read_pairs_csv
 
     pairs = read_pairs_csv(args.csv_file, args.samples)
     for i, pair in enumerate(pairs, 1):

@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from faceaudit.cli import run_pair_script  # noqa: E402
-from faceaudit.variability import analyze_embeddings  # noqa: E402
+from faceaudit.stages.variability import analyze_embeddings  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from faceaudit.cli import run_guarded  # noqa: E402
-from faceaudit.variability import analyze_score_dir  # noqa: E402
+from faceaudit.stages.variability import analyze_score_dir  # noqa: E402
 
 
 def _non_negative(text: str) -> int:

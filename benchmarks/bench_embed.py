@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from faceaudit.device import resolve_device  # noqa: E402
 from faceaudit.embed import default_threads, embed_dataset  # noqa: E402
-from faceaudit.images import normalize_batch  # noqa: E402
+from faceaudit.io.images import normalize_batch  # noqa: E402
 from faceaudit.models import create_model, get_spec  # noqa: E402
 
 

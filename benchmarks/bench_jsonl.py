@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit import embeddings as E  # noqa: E402
-from faceaudit.embeddings import load_embeddings  # noqa: E402
+from faceaudit.io import jsonl as E  # noqa: E402
+from faceaudit.io.embeddings import load_embeddings  # noqa: E402
 
 TARGET = 4.0
 

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.metrics import bootstrap_ci, default_bootstrap, roc_counts, verification_metrics  # noqa: E402
+from faceaudit.evaluate.metrics import bootstrap_ci, default_bootstrap, roc_counts, verification_metrics  # noqa: E402
 
 TARGET_S = 1.0
 

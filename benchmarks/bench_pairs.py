@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faceaudit.pairs import count_pairs, sample_pairs  # noqa: E402
+from faceaudit.evaluate.pairs import count_pairs, sample_pairs  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from faceaudit import fetch  # noqa: E402
+from faceaudit.models import fetch  # noqa: E402
 from faceaudit.errors import FaceauditError  # noqa: E402
 
 

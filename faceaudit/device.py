@@ -1,4 +1,6 @@
-"""Choosing the torch device a stage runs on."""
+"""Choosing the torch device a stage runs on, and the CPU cores it may use."""
+import os
+
 import torch
 
 from faceaudit.errors import FaceauditError
@@ -18,3 +20,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise FaceauditError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask), else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

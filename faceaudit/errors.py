@@ -1,4 +1,4 @@
-"""The one exception type the command line turns into a one-line error."""
+"""The exception the command line turns into a one-line error, and the warning category of every stage."""
 
 
 class FaceauditError(Exception):
@@ -8,3 +8,7 @@ class FaceauditError(Exception):
     """
 
     exit_code = 2
+
+
+class FaceauditWarning(UserWarning):
+    """Something worth telling the user that does not stop the run."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from faceaudit import fetch
+from faceaudit.models import fetch
 from faceaudit.errors import FaceauditError
 
 REPO = Path(__file__).resolve().parents[1]

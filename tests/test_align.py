@@ -1,4 +1,4 @@
-"""faceaudit.align: Umeyama, the PIL warp, YuNet decoding/NMS, and the aligner on real ORL faces."""
+"""faceaudit.faces: Umeyama, the PIL warp, YuNet decoding/NMS, and the aligner on real ORL faces."""
 from __future__ import annotations
 
 import pickle
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceaudit import align
-from faceaudit.align import (ARCFACE_TEMPLATE, YuNetAligner, align_face, create_aligner, decode_yunet, nms,
+from faceaudit.faces import yunet as align
+from faceaudit.faces import (ARCFACE_TEMPLATE, YuNetAligner, align_face, create_aligner, decode_yunet, nms,
                              umeyama, warp_affine)
 from faceaudit.errors import FaceauditError
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from scipy.stats import norm
 
-from faceaudit.demo import run_demo, search_threshold, split_story
+from faceaudit.stages.demo import run_demo, search_threshold, split_story
 from faceaudit.errors import FaceauditError
 
 from conftest import real_model, shared_path

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from faceaudit import cli, load_embeddings
-from faceaudit.embed import embed_dataset, read_done_keys, truncate_to_last_newline
+from faceaudit.embed import embed_dataset
+from faceaudit.embed.resume import read_done_keys, truncate_to_last_newline
 from faceaudit.errors import FaceauditError
-from faceaudit.images import decode_rgb, preprocess
+from faceaudit.io.images import decode_rgb, preprocess
 from faceaudit.models import create_model, get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,9 +291,9 @@ class HalfFaces:
 
 
 def test_align_none_found_is_listed(tmp_path, monkeypatch, weights):
-    import faceaudit.align
+    import faceaudit.faces
 
-    monkeypatch.setattr(faceaudit.align, "create_aligner", lambda name, models_dir: HalfFaces())
+    monkeypatch.setattr(faceaudit.faces, "create_aligner", lambda name, models_dir: HalfFaces())
     files = {"p/dark.png": _encode(np.full((150, 150, 3), 20, np.uint8), "PNG"),
              "p/light.png": _encode(np.full((150, 150, 3), 200, np.uint8), "PNG")}
     out = tmp_path / "out.jsonl"
@@ -340,14 +341,14 @@ def test_truncate_helpers(tmp_path):
 # slow or loaded the machine is.
 SLOW_RUN = """
 import sys, threading
-import faceaudit.embed as embed
+import faceaudit.embed.writer as embed
 from faceaudit import cli
 discarded = threading.Event()
-discard = embed._Writer._discard_queued
+discard = embed.Writer._discard_queued
 def discard_then_release(self):
     discard(self)
     discarded.set()
-embed._Writer._discard_queued = discard_then_release
+embed.Writer._discard_queued = discard_then_release
 embed._after_batch = lambda written: written >= 4 and discarded.wait(300)
 sys.exit(cli.main(["embed", sys.argv[1], "-o", sys.argv[2], "--arch", "mobilefacenet", "--weights", sys.argv[3],
                    "--batch-size", "2", "--workers", sys.argv[4], "--no-progress"]))
@@ -394,7 +395,7 @@ def test_resume_after_kill_or_ctrl_c(tmp_path, folder, weights, how):
 
 
 def test_two_runs_on_one_output_are_refused(tmp_path, folder, weights):
-    from faceaudit.embed import _lock
+    from faceaudit.embed.resume import lock_output as _lock
 
     out = tmp_path / "out.jsonl"
     held = _lock(out)
@@ -409,7 +410,7 @@ def test_two_runs_on_one_output_are_refused(tmp_path, folder, weights):
 
 @pytest.mark.parametrize("name", ["out.jsonl", "out.npz"])
 def test_overwrite_waits_for_the_lock_before_removing_anything(tmp_path, folder, weights, name):
-    from faceaudit.embed import _lock
+    from faceaudit.embed.resume import lock_output as _lock
 
     out = tmp_path / "out" / name
     embed_dataset(folder, out, weights=weights, limit=2, **FAST)

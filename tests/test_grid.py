@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from faceaudit import grid
+from faceaudit.report import grid
 from faceaudit.cli import main as cli_main
 from faceaudit.errors import FaceauditError
 
@@ -72,7 +72,7 @@ def test_pairs_figure_from_folders_and_archives(image_sets, pairs_csv, tmp_path,
 
 
 def test_images_are_found_and_drawn(image_sets):
-    from faceaudit.sources import open_source
+    from faceaudit.io.sources import open_source
     with open_source(image_sets["casia"]["zip"]) as src:
         img = grid.load_thumbnail(src, "0001/image_1.jpg")
     assert img.shape == (48, 40, 3) and tuple(img[0, 0]) == (200, 0, 0)

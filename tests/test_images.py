@@ -1,4 +1,4 @@
-"""Decoding to RGB and the models' preprocessing (faceaudit.images)."""
+"""Decoding to RGB and the models' preprocessing (faceaudit.io.images)."""
 import io
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from faceaudit.images import (ImageDecodeError, decode_rgb, image_to_rgb, normalize_batch, preprocess,
+from faceaudit.io.images import (ImageDecodeError, decode_rgb, image_to_rgb, normalize_batch, preprocess,
                               to_model_uint8)
 from faceaudit.models import get_spec
 

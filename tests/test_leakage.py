@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from faceaudit import leakage, search
+from faceaudit.stages import closest
 from faceaudit.cli import main as cli_main
-from faceaudit.embeddings import EmbeddingSet, save_embeddings
+from faceaudit.io.embeddings import EmbeddingSet, save_embeddings
 from faceaudit.errors import FaceauditError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def example(tmp_path_factory):
 
 
 def load(path):
-    from faceaudit.embeddings import load_embeddings
+    from faceaudit.io.embeddings import load_embeddings
     return load_embeddings(path)
 
 
@@ -86,15 +87,15 @@ def test_summary_values():
 def test_closest_pairs_document(example):
     _, synth_path, casia_path = example
     synth, casia = load(synth_path), load(casia_path)
-    doc = leakage.closest_pairs(synth, casia, top=15, device="cpu", progress=False, input_file="in.json")
-    assert list(doc["metadata"]) == list(leakage.CLOSEST_METADATA_KEYS)
+    doc = closest.closest_pairs(synth, casia, top=15, device="cpu", progress=False, input_file="in.json")
+    assert list(doc["metadata"]) == list(closest.CLOSEST_METADATA_KEYS)
     assert doc["metadata"] == {"input_file": "in.json", "n_samples_compared": len(synth),
                                "top_global_matches": 15, "total_pairs_considered": len(synth) * len(casia)}
     s = search.exact_scores(synth.vectors, casia.vectors)
     best = np.sort(s.ravel())[::-1][:15]
     assert [r["similarity_score"] for r in doc["results"]] == [float(v) for v in best]
     first = doc["results"][0]
-    assert list(first) == list(leakage.CLOSEST_RESULT_KEYS)
+    assert list(first) == list(closest.CLOSEST_RESULT_KEYS)
     assert first["query_path"] == f"{first['query_identity']}/{first['query_image_name']}"
     assert first["query_identity"] in {f"s{i:03d}" for i in range(5)}  # a leaked identity
 
@@ -108,9 +109,9 @@ def test_published_closest_json_layout_and_schema(shared_data):
         text = path.read_text()
         doc = json.loads(text)
         assert list(doc) == ["metadata", "results"]
-        assert list(doc["metadata"]) == list(leakage.CLOSEST_METADATA_KEYS)
-        assert all(list(r) == list(leakage.CLOSEST_RESULT_KEYS) for r in doc["results"])
-        assert leakage.format_closest_json(doc) == text
+        assert list(doc["metadata"]) == list(closest.CLOSEST_METADATA_KEYS)
+        assert all(list(r) == list(closest.CLOSEST_RESULT_KEYS) for r in doc["results"])
+        assert closest.format_closest_json(doc) == text
 
 
 def test_best_match_csv_columns_match_published(shared_data, example, tmp_path):
@@ -142,7 +143,7 @@ def test_bad_input(example, tmp_path):
     with pytest.raises(FaceauditError, match="> 0"):
         leakage.best_matches(synth, load(casia_path), n_comparisons=0, device="cpu", progress=False)
     with pytest.raises(FaceauditError, match="> 0"):
-        leakage.closest_pairs(synth, load(casia_path), top=0, device="cpu", progress=False)
+        closest.closest_pairs(synth, load(casia_path), top=0, device="cpu", progress=False)
     empty = EmbeddingSet(np.zeros((0, 32), np.float32), [], [])
     with pytest.raises(FaceauditError, match="empty"):
         leakage.best_matches(synth, empty, device="cpu", progress=False)
@@ -274,7 +275,7 @@ def test_find_closest_script_defaults_and_errors(workdir):
 
 
 def test_identity_flags_match_a_per_identity_brute_force():
-    from faceaudit.leakage import best_matches, identity_flags
+    from faceaudit.stages.leakage import best_matches, identity_flags
 
     rng = np.random.default_rng(3)
     ref = EmbeddingSet.from_arrays(rng.standard_normal((40, 16)), [f"r{i // 4}" for i in range(40)],
@@ -305,7 +306,8 @@ class _Interrupt(Exception):
 
 @pytest.mark.parametrize("kind", ["best", "top"])
 def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind):
-    from faceaudit import leakage as lk
+    from faceaudit.search import chunked
+    from faceaudit.stages import closest, leakage as lk
 
     rng = np.random.default_rng(5)
     query = EmbeddingSet.from_arrays(rng.standard_normal((50, 8)), [f"q{i % 7}" for i in range(50)],
@@ -318,12 +320,12 @@ def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind)
         if kind == "best":
             r = lk.best_matches(query, ref, n_comparisons=40, progress=False, **kw)
             return r.sample_indices, r.scores, r.reference_indices
-        doc = lk.closest_pairs(query, ref, top=12, n_comparisons=40, progress=False, **kw)
+        doc = closest.closest_pairs(query, ref, top=12, n_comparisons=40, progress=False, **kw)
         return [(d["rank"], d["similarity_score"], d["query_path"], d["casia_path"]) for d in doc["results"]]
 
-    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 10**9)
+    monkeypatch.setattr(chunked, "CHECKPOINT_QUERIES", 10**9)
     whole = run()  # one chunk, no checkpoint
-    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 7)  # 40 queries -> 6 chunks
+    monkeypatch.setattr(chunked, "CHECKPOINT_QUERIES", 7)  # 40 queries -> 6 chunks
     name = "best_match" if kind == "best" else "top_pairs"
     real = getattr(search, name)
     calls = []
@@ -334,12 +336,12 @@ def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind)
             raise _Interrupt
         return real(queries, *args, **kwargs)
 
-    monkeypatch.setattr(search, name, failing)
+    monkeypatch.setattr(chunked, name, failing)
     with pytest.raises(_Interrupt):
         run(checkpoint=checkpoint)
     assert checkpoint.is_file()  # chunks 1-3 kept
     calls.clear()
-    monkeypatch.setattr(search, name, lambda q, *a, **k: (calls.append(len(q)), real(q, *a, **k))[1])
+    monkeypatch.setattr(chunked, name, lambda q, *a, **k: (calls.append(len(q)), real(q, *a, **k))[1])
     resumed = run(checkpoint=checkpoint)
     assert calls == [7, 7, 5]  # only the chunks not done before
     assert not checkpoint.exists()
@@ -351,10 +353,11 @@ def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind)
 
 
 def test_a_checkpoint_of_other_inputs_is_ignored(tmp_path, monkeypatch):
-    from faceaudit import leakage as lk
-    from faceaudit.checkpoint import Checkpoint
+    from faceaudit.search import chunked
+    from faceaudit.stages import closest, leakage as lk
+    from faceaudit.io.checkpoint import Checkpoint
 
-    monkeypatch.setattr(lk, "CHECKPOINT_QUERIES", 4)
+    monkeypatch.setattr(chunked, "CHECKPOINT_QUERIES", 4)
     rng = np.random.default_rng(6)
     query = EmbeddingSet.from_arrays(rng.standard_normal((10, 4)), ["a"] * 10, [f"{i}" for i in range(10)])
     ref = EmbeddingSet.from_arrays(rng.standard_normal((6, 4)), ["b"] * 6, [f"{i}" for i in range(6)])

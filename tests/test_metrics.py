@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from faceaudit.errors import FaceauditError
-from faceaudit.files import read_scores
-from faceaudit.metrics import (CI_KEYS, bootstrap_ci, default_bootstrap, roc_counts,
+from faceaudit.io.files import read_scores
+from faceaudit.evaluate.metrics import (CI_KEYS, bootstrap_ci, default_bootstrap, roc_counts,
                                verification_metrics)
 from tests.conftest import shared_path
 
@@ -110,7 +110,7 @@ def test_bootstrap_ci_reproducible_and_sane():
 
 def test_bootstrap_resample_metrics_match_direct_computation():
     """A resample held as counts gives the metrics of the resampled scores themselves."""
-    from faceaudit.metrics import _metrics_from_counts
+    from faceaudit.evaluate.metrics import _metrics_from_counts
     rng = np.random.default_rng(3)
     genuine, impostor = np.round(rng.normal(0.5, 0.2, 400), 3), np.round(rng.normal(0.1, 0.1, 900), 3)
     values, codes = np.unique(np.concatenate([genuine, impostor]), return_inverse=True)

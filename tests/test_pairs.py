@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from faceaudit import pairs as P
-from faceaudit.embeddings import FaceauditWarning
+from faceaudit.evaluate import pairs as P
+from faceaudit.errors import FaceauditWarning
 from faceaudit.errors import FaceauditError
-from faceaudit.pairs import count_pairs, sample_distinct, sample_pairs
+from faceaudit.evaluate.pairs import count_pairs, sample_distinct, sample_pairs
 
 IDS = np.array(list("aaabbcddddeb"))  # sizes a3 b3 c1 d4 e1, rows of b not contiguous
 

@@ -2,7 +2,7 @@
 import numpy as np
 from scipy.stats import gaussian_kde
 
-from faceaudit.plots import kde_curve, plot_distributions, save_figure
+from faceaudit.report.plots import kde_curve, plot_distributions, save_figure
 
 
 def test_kde_curve_is_scotts_gaussian_kde_over_the_data_plus_three_bandwidths():

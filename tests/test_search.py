@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from faceaudit import search
+from faceaudit.stages import leakage
 from faceaudit.errors import FaceauditError
 
 
@@ -66,6 +67,40 @@ def test_top_pairs_equal_brute_force(data, budget, positive_only):
         np.testing.assert_array_equal(found.scores, s)
         np.testing.assert_array_equal(found.query_indices, qi)
         np.testing.assert_array_equal(found.reference_indices, ri)
+
+
+def brute_top_k(q, r, k):
+    s = search.exact_scores(q, r)
+    order = np.lexsort((np.broadcast_to(np.arange(len(r)), s.shape), -s.astype(np.float64)), axis=1)[:, :k]
+    return np.take_along_axis(s, order, axis=1), order
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_top_k_per_query_equals_brute_force(data, budget):
+    q, r = data
+    for k in (1, 5, 40):
+        found = search.top_k(q, r, k, device="cpu", memory_budget_bytes=budget, progress=False)
+        s, i = brute_top_k(q, r, k)
+        np.testing.assert_array_equal(found.indices, i)
+        np.testing.assert_array_equal(found.scores, s)
+        assert found.indices.dtype == np.int64 and found.scores.shape == (len(q), k)
+    assert (search.top_k(q, r, 12, device="cpu", progress=False).indices[:4, :12]
+            == [5, *range(100, 110), 1400]).all()  # the duplicates, lowest index first
+
+
+def test_top_k_with_ties_everywhere_and_bad_k():
+    rng = np.random.default_rng(4)
+    q = rng.integers(-2, 3, size=(50, 6)).astype(np.float32)
+    r = rng.integers(-2, 3, size=(700, 6)).astype(np.float32)
+    for budget in (2_000, None):
+        found = search.top_k(q, r, 30, device="cpu", memory_budget_bytes=budget, progress=False)
+        s, i = brute_top_k(q, r, 30)
+        np.testing.assert_array_equal(found.indices, i)
+        np.testing.assert_array_equal(found.scores, s)
+    with pytest.raises(FaceauditError, match="larger than the reference set"):
+        search.top_k(q, r[:3], 4, device="cpu", progress=False)
+    with pytest.raises(FaceauditError, match="k must be > 0"):
+        search.top_k(q, r, 0, device="cpu", progress=False)
 
 
 def test_integer_vectors_have_exact_ties_everywhere():
@@ -140,10 +175,10 @@ def test_sample_indices_are_the_papers():
 
     random.seed(42)
     expected = random.sample(range(10008), 10000)
-    got, all_used = search.sample_indices(10008, 10000, 42)
+    got, all_used = leakage.sample_indices(10008, 10000, 42)
     assert got == expected and not all_used
     assert got[:3] == [1824, 409, 4506]  # the first rows of the paper's Best_Matches CSVs
-    assert search.sample_indices(5, 10) == ([0, 1, 2, 3, 4], True)
+    assert leakage.sample_indices(5, 10) == ([0, 1, 2, 3, 4], True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from faceaudit.errors import FaceauditError
-from faceaudit.sources import open_source, split_member, unsafe_reason
+from faceaudit.io.sources import open_source, split_member, unsafe_reason
 
 FILES = {
     "alice/1.jpg": b"alice-one",

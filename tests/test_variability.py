@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from faceaudit import cli
-from faceaudit.embeddings import EmbeddingSet, FaceauditWarning, save_embeddings
+from faceaudit.errors import FaceauditWarning
+from faceaudit.io.embeddings import EmbeddingSet, save_embeddings
 from faceaudit.errors import FaceauditError
-from faceaudit.files import read_scores, write_scores
-from faceaudit.metrics import verification_metrics
-from faceaudit.variability import (CSV_COLUMNS, analyze_score_dir, dataset_stem, pair_scores, run)
+from faceaudit.io.files import read_scores, write_scores
+from faceaudit.evaluate.metrics import verification_metrics
+from faceaudit.stages.variability import (CSV_COLUMNS, analyze_score_dir, dataset_stem, pair_scores, run)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "Mated_vs_non-mated"
@@ -94,7 +95,7 @@ def test_run_is_reproducible_and_merges_the_csv(tmp_path, example_file):
 
 @pytest.mark.parametrize("content", [b"Name,EER\nOther,0.1\n", b"\xff\xfe\x00binary\x00\n"])
 def test_unreadable_merged_csv_is_an_error_not_overwritten(tmp_path, content):
-    from faceaudit.variability import write_metrics_csv
+    from faceaudit.stages.variability import write_metrics_csv
 
     path = tmp_path / "All_Datasets_metrics.csv"
     path.write_bytes(content)

@@ -35,6 +35,11 @@ class ModelSpec:
     #: how to get the weights file, an imperative phrase shown when it is missing, e.g.
     #: 'download backbone.pth from ...' or 'run `faceaudit models fetch sface`'
     download: str = ""
+    #: the cosine score at which this model's false match rate is 1e-3 on real faces: the default
+    #: decision threshold of verification and clustering (None: the user must give one)
+    threshold: float | None = None
+    #: where ``threshold`` was measured (data, alignment, pairs), shown wherever it is used
+    threshold_source: str = ""
 
     def preprocessing(self) -> dict:
         """The preprocessing as plain data, for output metadata."""

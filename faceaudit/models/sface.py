@@ -20,7 +20,7 @@ graph itself then computes ``(x - 127.5) * 0.0078125``. This module does the sam
 normalisation internally (buffers ``input_mean``/``input_scale``, loaded from the file), so
 the registry spec's preprocessing is the identity on 0..255 RGB pixels (scale 1, mean 0,
 std 1). The face is expected aligned to the ArcFace 5-point 112x112 template
-(``faceaudit.align``). Compare embeddings with cosine similarity.
+(``faceaudit.faces``). Compare embeddings with cosine similarity.
 
 State-dict key -> ONNX initializer name (:meth:`SFace.onnx_name_map`)::
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from faceaudit.errors import FaceauditError
-from faceaudit.sources import is_image_name
+from faceaudit.io.sources import is_image_name
 
 SHARED_ORL = Path("..") / "shared" / "data" / "orl"  # beside the checkout, as in CI
 ARCH = "sface"
@@ -100,11 +100,12 @@ def search_threshold(impostor_mean: float, impostor_std: float, n_reference: int
 def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None = None,
              models_dir: str | os.PathLike = "Models", device: str = "auto",
              log: Callable[[str], None] = print) -> dict:
-    from faceaudit import embed, leakage, variability
-    from faceaudit.embeddings import load_embeddings
-    from faceaudit.fetch import fetch_models
-    from faceaudit.files import write_json
-    from faceaudit.grid import pairs_figure
+    from faceaudit import embed
+    from faceaudit.stages import closest, leakage, variability
+    from faceaudit.io.embeddings import load_embeddings
+    from faceaudit.models.fetch import fetch_models
+    from faceaudit.io.files import write_json
+    from faceaudit.report.grid import pairs_figure
 
     started = time.perf_counter()
     out = Path(out)
@@ -156,10 +157,10 @@ def run_demo(out: str | os.PathLike = "demo_out", data: str | os.PathLike | None
         f"false alarms: {', '.join(false_alarms) or 'none'}")
 
     log("6/6 closest pairs and their picture")
-    closest = leakage.run_closest(files["synthetic"], files["reference"], out_dir=leak_dir, top=20,
+    closest_files = closest.run_closest(files["synthetic"], files["reference"], out_dir=leak_dir, top=20,
                                   device=device, progress=False, query=sets["synthetic"],
                                   reference=sets["reference"])
-    csv_path = next(p for p in closest if str(p).endswith(".csv"))
+    csv_path = next(p for p in closest_files if str(p).endswith(".csv"))
     grid = pairs_figure(csv_path, story["reference"], story["synthetic"], leak_dir, samples=8)
 
     report = {

@@ -1,6 +1,6 @@
 """The pairs figure: reference images on top, query images below, the similarity between them.
 
-Images are read in place from folders or archives (:mod:`faceaudit.sources`), looked up by
+Images are read in place from folders or archives (:mod:`faceaudit.io.sources`), looked up by
 relative path (with or without a top-level folder), else by unique file name. A missing or
 unreadable image becomes an "Image not found" placeholder and a warning. The only file
 written is the figure, inside the output folder.
@@ -17,9 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from faceaudit.embeddings import FaceauditWarning
-from faceaudit.errors import FaceauditError
-from faceaudit.files import read_csv_columns
+from faceaudit.errors import FaceauditError, FaceauditWarning
+from faceaudit.io.files import read_csv_columns
 
 PAIR_COLUMNS = ("query_path", "casia_path", "similarity_score")
 THUMBNAIL = (300, 300)
@@ -79,7 +78,7 @@ def _label(path: str) -> str:
 def draw_pairs(images: Sequence[tuple[np.ndarray | None, np.ndarray | None]], pairs: Sequence[Pair],
                reference_label: str = "Reference", query_label: str = "Query"):
     """The figure: one column per pair, reference on top, query below, score in between."""
-    from faceaudit.plots import plt
+    from faceaudit.report.plots import plt
 
     n = len(pairs)
     fig, axes = plt.subplots(2, n, figsize=(4 * n, 8), squeeze=False)
@@ -122,10 +121,10 @@ def pairs_figure(pairs: Sequence[Pair] | str | os.PathLike, reference_images, qu
     """Draw the first ``samples`` pairs (a list or a pairs CSV) with images from the two sources.
 
     ``reference_images``/``query_images`` are paths (folder, .zip, .tar, .tar.gz/.tgz) or open
-    :class:`faceaudit.sources.ImageSource` objects. Returns the PNG written into ``out_dir``.
+    :class:`faceaudit.io.sources.ImageSource` objects. Returns the PNG written into ``out_dir``.
     """
-    from faceaudit.plots import save_figure
-    from faceaudit.sources import ImageSource, open_source
+    from faceaudit.report.plots import save_figure
+    from faceaudit.io.sources import ImageSource, open_source
 
     if samples <= 0:
         raise FaceauditError(f"the number of samples must be > 0, got {samples}")

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceaudit.embeddings import FaceauditWarning
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, FaceauditWarning
 
 DEFAULT_SEED = 42
 #: exhaustive mode refuses to hold more pair indices than this many bytes (16 per pair; the

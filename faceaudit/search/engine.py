@@ -1,35 +1,11 @@
-"""Exact nearest-neighbour search of queries in a reference set, streamed in blocks.
-
-Two questions, each answered by one blocked matrix product with a running merge,
-never materialising the N x M similarity matrix:
-
-- :func:`best_match`: for every query, the highest score over the reference set
-  and its index;
-- :func:`top_pairs`: the K highest (query, reference) pairs overall, optionally
-  positive scores only (as the paper's ``find_closest.py``).
-
-**What "exact" means.** The score of a pair is the dot product of the two
-float32 vectors accumulated in float64 and rounded once to float32
-(:func:`exact_scores` is the brute-force definition). It does not depend on the
-device, the block sizes or the matmul precision. The fast product (float32, or
-float16/bfloat16 on CUDA) only *selects candidates*: every pair whose fast score
-lies within twice a proven error bound of the current winner is re-scored
-exactly, so the winners and their values are those of the brute force.
-Values agree with a plain float32 ``np.dot`` to about one ulp.
-
-**Ties** (equal exact scores, e.g. duplicate vectors) are broken
-deterministically: for a best match the lowest reference index wins; top-K
-pairs are ordered by score descending, then query index, then reference index.
-
-**Memory** is bounded by ``memory_budget_bytes``, which sets the block sizes of
-the similarity tile and its mask; the query and reference matrices themselves
-are held once on the device (and once more in the low precision, if used).
+"""The machinery every exact search shares: input checks, device and precision, a proven error
+bound on the fast product, block sizes from a memory budget, and candidate scanning with exact
+float64 re-scoring.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,26 +20,6 @@ _SUBNORMAL_HALF_SPACING = {torch.float32: 2.0 ** -150, torch.float16: 2.0 ** -25
 _MAX_FINITE_SAFE = {torch.float32: 1e30, torch.float16: 2.0 ** 7, torch.bfloat16: 1e30}
 DEFAULT_BUDGET_CPU = 512 * 2 ** 20
 DEFAULT_BUDGET_CUDA = 2 * 2 ** 30
-
-
-@dataclass
-class BestMatches:
-    """``scores[i]`` is the best exact score of query ``i``, at reference ``indices[i]``."""
-
-    scores: np.ndarray   # float32 (n,)
-    indices: np.ndarray  # int64 (n,)
-
-
-@dataclass
-class TopPairs:
-    """The K best pairs, best first (ties: query index, then reference index)."""
-
-    scores: np.ndarray             # float32 (k,)
-    query_indices: np.ndarray      # int64 (k,)
-    reference_indices: np.ndarray  # int64 (k,)
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 # ---------------------------------------------------------------- the definition
@@ -135,7 +91,7 @@ def _threshold_slack(dtype: torch.dtype) -> float:
 
 
 @contextlib.contextmanager
-def _strict_matmul():
+def strict_matmul():
     """No TF32 and no reduced-precision reductions: the error bound relies on float32 accumulation."""
     cuda = torch.backends.cuda.matmul
     saved = (cuda.allow_tf32, cuda.allow_fp16_reduced_precision_reduction,
@@ -163,7 +119,7 @@ def block_sizes(n_queries: int, n_references: int, memory_budget_bytes: int, dty
     return int(bq), int(br)
 
 
-class _Engine:
+class Engine:
     """Shared state of one search: device tensors, precision, error bound, blocking."""
 
     def __init__(self, queries, references, device, precision, memory_budget_bytes, progress, desc):
@@ -226,8 +182,8 @@ class _Engine:
             return thr
         return (thr.double() - self.slack).to(self.dtype)
 
-    def scan_rows(self, tile: torch.Tensor, rows: torch.Tensor, thr_rows: torch.Tensor, max_pairs: int):
-        """Yield (row, column) of the entries of ``rows`` that are >= their row's threshold.
+    def scan_rows(self, tile: torch.Tensor, rows: torch.Tensor | None, thr_rows: torch.Tensor, max_pairs: int):
+        """Yield (row, column) of the entries of ``rows`` (None: every row) that are >= their row's threshold.
 
         Rows are scanned in chunks of at most ``max_pairs`` entries, and each chunk's pairs are
         handed over before the next is scanned, so candidate arrays stay bounded even when
@@ -235,132 +191,14 @@ class _Engine:
         """
         thr_t = self.threshold_for_tile(thr_rows)
         chunk = max(1, max_pairs // max(tile.shape[1], 1))
-        for s in range(0, rows.numel(), chunk):
-            part = rows[s:s + chunk]
-            rr, cc = torch.nonzero(tile.index_select(0, part) >= thr_t[part][:, None], as_tuple=True)
+        count = tile.shape[0] if rows is None else rows.numel()
+        for s in range(0, count, chunk):
+            if rows is None:  # a slice, not a copy of the tile
+                part = torch.arange(s, min(s + chunk, count), device=tile.device)
+                block = tile[s:s + chunk]
+            else:
+                part = rows[s:s + chunk]
+                block = tile.index_select(0, part)
+            rr, cc = torch.nonzero(block >= thr_t[part][:, None], as_tuple=True)
             if rr.numel():
                 yield part[rr], cc
-
-
-# ---------------------------------------------------------------- best match
-
-def best_match(queries, references, *, device: str | torch.device = "auto", precision: str = "fp32",
-               memory_budget_bytes: int | None = None, progress: bool = True,
-               desc: str = "best match") -> BestMatches:
-    """The exact highest score of each query over all references and its index (lowest index on ties)."""
-    eng = _Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
-    best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
-    err = eng.err
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
-    big = torch.iinfo(torch.long).max
-
-    def absorb(q0, q1, r0, rows, cols):
-        """Re-score candidate pairs exactly and merge: higher score wins, then lower reference index."""
-        ri = cols + r0
-        scores = eng.exact(rows + q0, ri)
-        top = torch.full((q1 - q0,), -math.inf, dtype=torch.float32, device=dev)
-        top.scatter_reduce_(0, rows, scores, reduce="amax")
-        at_top = scores == top[rows]
-        low = torch.full((q1 - q0,), big, dtype=torch.long, device=dev)
-        low.scatter_reduce_(0, rows[at_top], ri[at_top], reduce="amin")
-        cur, cur_idx = best[q0:q1], best_idx[q0:q1]
-        better = (low != big) & ((top > cur) | ((top == cur) & (low < cur_idx)))
-        best[q0:q1] = torch.where(better, top, cur)
-        best_idx[q0:q1] = torch.where(better, low, cur_idx)
-
-    with torch.inference_mode(), _strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
-            tile = eng.tile(q0, q1, r0, r1)
-            fast_max, fast_arg = tile.max(dim=1)
-            row_max = fast_max.float()
-            # an entry can beat (or tie) the winner only if its fast score is within the bounds
-            thr = torch.maximum(best[q0:q1] - err, row_max - 2 * err)
-            live = row_max >= thr
-            # usually the row maximum is the only candidate: look at the runner-up to be sure
-            ar = torch.arange(q1 - q0, device=dev)
-            tile[ar, fast_arg] = -math.inf
-            second = tile.amax(dim=1).float()
-            multi = live & (second >= thr)
-            single = torch.nonzero(live & ~multi).squeeze(1)
-            if single.numel():
-                absorb(q0, q1, r0, single, fast_arg[single])
-            if bool(multi.any()):
-                tile[ar, fast_arg] = fast_max
-                for rows, cols in eng.scan_rows(tile, torch.nonzero(multi).squeeze(1), thr, max_pairs):
-                    absorb(q0, q1, r0, rows, cols)
-            del tile
-    return BestMatches(best.cpu().numpy(), best_idx.cpu().numpy())
-
-
-# ---------------------------------------------------------------- global top-K
-
-def _merge_top(state, scores, qi, ri, k):
-    """Keep the k best of state + new by (score desc, query asc, reference asc)."""
-    s = torch.cat([state[0], scores])
-    q = torch.cat([state[1], qi])
-    r = torch.cat([state[2], ri])
-    order = torch.argsort(r, stable=True)
-    order = order[torch.argsort(q[order], stable=True)]
-    order = order[torch.argsort(-s[order].double(), stable=True)]
-    order = order[:k]
-    return s[order], q[order], r[order]
-
-
-def top_pairs(queries, references, k: int, *, positive_only: bool = False, device: str | torch.device = "auto",
-              precision: str = "fp32", memory_budget_bytes: int | None = None, progress: bool = True,
-              desc: str = "top pairs") -> TopPairs:
-    """The ``k`` highest-scoring (query, reference) pairs, exact, best first.
-
-    With ``positive_only`` only pairs with a score > 0 count (fewer than ``k`` may remain),
-    as in the paper's ``find_closest.py``.
-    """
-    if int(k) <= 0:
-        raise FaceauditError(f"top-K: K must be > 0, got {k}")
-    k = int(k)
-    eng = _Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    err = eng.err
-    empty_f = torch.empty(0, dtype=torch.float32, device=dev)
-    empty_l = torch.empty(0, dtype=torch.long, device=dev)
-    state = (empty_f, empty_l, empty_l)
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
-    floor = -math.inf if not positive_only else -err
-    with torch.inference_mode(), _strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
-            tile = eng.tile(q0, q1, r0, r1)
-            row_max = tile.amax(dim=1).float()
-            kth = state[0][-1].item() if len(state[0]) == k else -math.inf
-            bound = max(kth - err, floor)
-            if row_max.numel() >= k:  # k entries of this tile are >= the k-th row maximum
-                bound = max(bound, torch.topk(row_max, k).values[-1].item() - 2 * err)
-            thr = torch.full_like(row_max, bound)
-            for rows, cols in eng.scan_rows(tile, torch.nonzero(row_max >= thr).squeeze(1), thr, max_pairs):
-                qi, ri = rows + q0, cols + r0
-                scores = eng.exact(qi, ri)
-                if positive_only:
-                    keep = scores > 0
-                    scores, qi, ri = scores[keep], qi[keep], ri[keep]
-                state = _merge_top(state, scores, qi, ri, k)
-            del tile
-    s, q, r = state
-    return TopPairs(s.cpu().numpy(), q.cpu().numpy(), r.cpu().numpy())
-
-
-# ---------------------------------------------------------------- sampling as the paper does
-
-def sample_indices(total: int, n: int, seed: int = 42) -> tuple[list[int], bool]:
-    """The paper's sample: ``random.seed(seed); random.sample(range(total), n)``.
-
-    Returns (indices, all_used); when ``n > total`` every index is used in order,
-    as the original scripts do (they warn).
-    """
-    import random
-
-    if n <= 0:
-        raise FaceauditError(f"the number of comparisons must be > 0, got {n}")
-    if total < n:
-        return list(range(total)), True
-    rng = random.Random(seed)
-    return rng.sample(range(total), n), False

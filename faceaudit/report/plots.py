@@ -79,7 +79,7 @@ def save_figure(fig, path: str | Path, formats: Sequence[str] = ("png",), dpi: i
     A figure suffix on ``path`` is replaced; any other dot stays part of the name, so
     ``sd_v1.5_BestMatches_100`` becomes ``sd_v1.5_BestMatches_100.png``.
     """
-    from faceaudit.files import atomic_write
+    from faceaudit.io.files import atomic_write
 
     path = Path(path)
     if path.suffix.lower() in _FIGURE_SUFFIXES:

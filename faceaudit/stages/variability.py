@@ -21,12 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from faceaudit import __version__
-from faceaudit.embeddings import EmbeddingSet, FaceauditWarning, load_embeddings
-from faceaudit.errors import FaceauditError
-from faceaudit.files import read_csv_columns, read_scores, write_csv, write_json, write_scores
-from faceaudit.metrics import bootstrap_ci, verification_metrics
-from faceaudit.pairs import DEFAULT_SEED, PairSample, sample_pairs
+from faceaudit.version import __version__
+from faceaudit.errors import FaceauditError, FaceauditWarning
+from faceaudit.io.embeddings import EmbeddingSet, load_embeddings
+from faceaudit.io.files import read_csv_columns, read_scores, write_csv, write_json, write_scores
+from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
+from faceaudit.evaluate.pairs import DEFAULT_SEED, PairSample, sample_pairs
 
 SCORES_DIR = "SimilarityScores"
 FIGURES_DIR = "Figures"
@@ -102,13 +102,13 @@ def write_score_files(out_dir, stem: str, mated: np.ndarray, non_mated: np.ndarr
 # ---------------------------------------------------------------- figures
 
 def _curves(mated, non_mated):
-    from faceaudit.plots import kde_curve
+    from faceaudit.report.plots import kde_curve
     return kde_curve(mated), kde_curve(non_mated)
 
 
 def distribution_figure(out_dir, stem: str, mated, non_mated, n_label, curves=None) -> Path:
     """``Figures/<stem>_MatedVsNonmated_<n>.png``."""
-    from faceaudit.plots import plot_mated_vs_non_mated, save_figure
+    from faceaudit.report.plots import plot_mated_vs_non_mated, save_figure
     fig = plot_mated_vs_non_mated(mated, non_mated, curves=curves,
                                   title=f"{stem}: {len(mated):,} mated, {len(non_mated):,} non-mated")
     return save_figure(fig, Path(out_dir) / FIGURES_DIR / f"{stem}_MatedVsNonmated_{n_label}.png")[0]
@@ -116,7 +116,7 @@ def distribution_figure(out_dir, stem: str, mated, non_mated, n_label, curves=No
 
 def metrics_figure(out_dir, stem: str, mated, non_mated, metrics: dict, curves=None) -> list[Path]:
     """``Figures_with_metrics/big_<stem>_MatedVsNonmated.pdf`` and ``.png``, with threshold lines."""
-    from faceaudit.plots import plot_mated_vs_non_mated, save_figure
+    from faceaudit.report.plots import plot_mated_vs_non_mated, save_figure
     fig = plot_mated_vs_non_mated(mated, non_mated, curves=curves,
                                   thresholds=(metrics["eer_th"], metrics["fmr100_th"], metrics["fmr1000_th"]))
     return save_figure(fig, Path(out_dir) / FIGURES_METRICS_DIR / f"big_{stem}_MatedVsNonmated.pdf",
@@ -266,7 +266,7 @@ def run(source, n_comparisons: int | None = DEFAULT_N_COMPARISONS, out_dir=".", 
     """The whole stage in one pass: scores, both figures, metrics CSV (merged) and JSON.
 
     ``source`` is an embedding file or an :class:`EmbeddingSet`. ``bootstrap`` resamples
-    (None: :func:`faceaudit.metrics.default_bootstrap`; 0: no CIs). Returns a dict with
+    (None: :func:`faceaudit.evaluate.metrics.default_bootstrap`; 0: no CIs). Returns a dict with
     ``metrics``, ``ci``, the pair counts, the settings and the written ``paths``.
     ``figures=False`` skips the two figures (the slowest part on small inputs).
     """

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from faceaudit.errors import FaceauditError
-from faceaudit.files import atomic_write
+from faceaudit.io.files import atomic_write
 from faceaudit.models.weights import sha256_file
 
 DEFAULT_MODELS_DIR = Path("Models")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceaudit.embeddings import FaceauditWarning
-from faceaudit.files import atomic_write
+from faceaudit.errors import FaceauditWarning
+from faceaudit.io.files import atomic_write
 
 _HASH_ROWS = 1 << 14  # rows hashed at a time: bounded extra memory
 

@@ -4,42 +4,31 @@
   each one's most similar reference image (exact search, :mod:`faceaudit.search`);
 - :func:`summary`: mean, median, 90/99/99.9 % quantiles of those best-match scores and
   the fraction (and count) of queries at or above each threshold;
-- :func:`closest_pairs`: the globally closest query x reference pairs, in the schema of
-  the paper's ``<stem>_Top<K>Global_<n>.json``.
-
-The writers produce the paper's file formats: the best-match CSV of its ``Best_Matches``
-folder, the Top-K JSON of its ``Closest`` folder and the ``query_path,casia_path,similarity_score``
-CSV that ``get_paths.sh`` makes from it.
+- :func:`identity_flags`: per query identity, its highest best match and whether it leaks;
+- :func:`run_leakage`: all of it for one query file, in the paper's ``Best_Matches`` CSV format
+  plus figure and summary files. The globally closest pairs are :mod:`.closest`.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from faceaudit import search
-from faceaudit.checkpoint import Checkpoint, fingerprint
-from faceaudit.embeddings import EmbeddingSet, FaceauditWarning
-from faceaudit.errors import FaceauditError
-from faceaudit.files import atomic_write, write_csv, write_json
+from faceaudit.errors import FaceauditError, FaceauditWarning
+from faceaudit.io.embeddings import EmbeddingSet, load_embeddings
+from faceaudit.io.files import write_csv, write_json, write_scores
+from faceaudit.report.plots import plot_distributions, save_figure
 
 BEST_MATCH_COLUMNS = ("sample_index", "sample_identity", "sample_image_name", "best_match_index",
                       "best_match_identity", "best_match_image_name", "similarity")
-CLOSEST_RESULT_KEYS = ("rank", "similarity_score", "query_identity", "query_image_name", "query_path",
-                       "casia_identity", "casia_image_name", "casia_path")
-CLOSEST_METADATA_KEYS = ("input_file", "n_samples_compared", "top_global_matches", "total_pairs_considered")
-PATHS_COLUMNS = ("query_path", "casia_path", "similarity_score")
 QUANTILES = (0.90, 0.99, 0.999)
 SEED = 42
-#: queries searched between two checkpoints of a long run
-CHECKPOINT_QUERIES = 1 << 16
 
 
 @dataclass
@@ -54,8 +43,6 @@ class BestMatchResult:
 def load_query_and_reference(query_file: str | os.PathLike, reference_file: str | os.PathLike,
                              log=print) -> tuple[EmbeddingSet, EmbeddingSet]:
     """Both embedding files, announced as the paper's CASIA scripts do."""
-    from faceaudit.embeddings import load_embeddings
-
     log(f"Loading embeddings from {query_file}...")
     query = load_embeddings(query_file)
     log(f"Loaded {len(query)} input embeddings")
@@ -65,14 +52,12 @@ def load_query_and_reference(query_file: str | os.PathLike, reference_file: str 
     return query, reference
 
 
-def _loaded(eset: EmbeddingSet | None, path: str | os.PathLike, skip_invalid: bool) -> EmbeddingSet:
+def loaded(eset: EmbeddingSet | None, path: str | os.PathLike, skip_invalid: bool) -> EmbeddingSet:
     """``eset`` when the caller already loaded ``path``, else ``path`` read now."""
-    from faceaudit.embeddings import load_embeddings
-
     return eset if eset is not None else load_embeddings(path, skip_invalid=skip_invalid)
 
 
-def _check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
+def check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
     if len(reference) == 0:
         raise FaceauditError("the reference set is empty")
     if len(query) == 0:
@@ -82,40 +67,32 @@ def _check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
                              f"{reference.dim}; both sets must come from the same model")
 
 
-def sample_queries(n_total: int, n: int | None, seed: int = SEED, source: str = "query set") -> np.ndarray:
-    """The paper's sample of ``n`` rows (``random.seed(seed); random.sample(range(n_total), n)``).
+def sample_indices(total: int, n: int, seed: int = SEED) -> tuple[list[int], bool]:
+    """The paper's sample: ``random.seed(seed); random.sample(range(total), n)``.
 
-    ``None`` takes every row in order; ``n`` larger than the set takes every row, with a warning.
+    Returns (indices, all_used); when ``n > total`` every index is used in order,
+    as the original scripts do (they warn).
+    """
+    if n <= 0:
+        raise FaceauditError(f"the number of comparisons must be > 0, got {n}")
+    if total < n:
+        return list(range(total)), True
+    return random.Random(seed).sample(range(total), n), False
+
+
+def sample_queries(n_total: int, n: int | None, seed: int = SEED, source: str = "query set") -> np.ndarray:
+    """:func:`sample_indices` as an array; ``None`` takes every row in order; ``n`` larger than
+    the set takes every row, with a warning.
     """
     if n is None:
         return np.arange(n_total, dtype=np.int64)
     if int(n) <= 0:
         raise FaceauditError(f"the number of comparisons must be > 0, got {n}")
-    indices, all_used = search.sample_indices(n_total, int(n), seed)
+    indices, all_used = sample_indices(n_total, int(n), seed)
     if all_used:
         warnings.warn(f"{source}: only {n_total} embeddings available, using all of them", FaceauditWarning,
                       stacklevel=2)
     return np.asarray(indices, dtype=np.int64)
-
-
-def _store(checkpoint: str | os.PathLike | None, n_queries: int, *key_parts) -> Checkpoint | None:
-    """A checkpoint only where the work spans several chunks."""
-    if checkpoint is None or n_queries <= CHECKPOINT_QUERIES:
-        return None
-    return Checkpoint(checkpoint, fingerprint(*key_parts))
-
-
-def _chunks(n: int, done: int, progress: bool, desc: str):
-    """(start, stop) of the query chunks still to search, with a bar over all of them."""
-    bar = tqdm(total=n, initial=done, desc=desc, unit="query", disable=not progress or n <= CHECKPOINT_QUERIES,
-               leave=False)
-    try:
-        for start in range(done, n, CHECKPOINT_QUERIES):
-            stop = min(start + CHECKPOINT_QUERIES, n)
-            yield start, stop
-            bar.update(stop - start)
-    finally:
-        bar.close()
 
 
 def best_matches(query: EmbeddingSet, reference: EmbeddingSet, *, n_comparisons: int | None = None,
@@ -124,30 +101,15 @@ def best_matches(query: EmbeddingSet, reference: EmbeddingSet, *, n_comparisons:
                  checkpoint: str | os.PathLike | None = None) -> BestMatchResult:
     """Each sampled query's most similar reference image (exact; ties: lowest reference index).
 
-    Queries are searched in chunks of :data:`CHECKPOINT_QUERIES`; with ``checkpoint`` (a file
-    path) finished chunks are saved there, an interrupted run resumes from them, and the
-    file is removed at the end.
+    ``checkpoint``: a file path where finished chunks of a long search are saved, so that a
+    rerun resumes (:func:`faceaudit.search.best_match_resumable`).
     """
-    _check_pair(query, reference)
+    check_pair(query, reference)
     picked = sample_queries(len(query), n_comparisons, seed, query.metadata.get("source_file", "query set"))
-    n = len(picked)
-    store = _store(checkpoint, n, "best", picked, query.vectors, reference.vectors, precision)
-    saved = store.load() if store else None
-    scores, indices = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64)
-    done = 0
-    if saved is not None:
-        done = int(saved["done"])
-        scores[:done], indices[:done] = saved["scores"], saved["indices"]
-    for start, stop in _chunks(n, done, progress, "best matches"):
-        found = search.best_match(query.vectors[picked[start:stop]], reference.vectors, device=device,
-                                  precision=precision, memory_budget_bytes=memory_budget_bytes,
-                                  progress=progress, desc=f"best matches of queries {start + 1:,}-{stop:,}")
-        scores[start:stop], indices[start:stop] = found.scores, found.indices
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
-    if store:
-        store.clear()
-    return BestMatchResult(picked, scores, indices)
+    found = search.best_match_resumable(query.vectors, reference.vectors, rows=picked, checkpoint=checkpoint,
+                                        device=device, precision=precision,
+                                        memory_budget_bytes=memory_budget_bytes, progress=progress)
+    return BestMatchResult(picked, found.scores, found.indices)
 
 
 def best_match_rows(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet) -> Iterable[list]:
@@ -222,127 +184,11 @@ def write_summary(json_path: str | os.PathLike, csv_path: str | os.PathLike, sum
     write_csv(csv_path, header, rows)
 
 
-# ---------------------------------------------------------------- globally closest pairs
-
-def _top_pairs_in_chunks(queries: np.ndarray, references: np.ndarray, k: int, positive_only: bool, device: str,
-                         precision: str, memory_budget_bytes: int | None, progress: bool,
-                         checkpoint: str | os.PathLike | None) -> search.TopPairs:
-    """Global top-K over query chunks: the K best of the chunks' own top-K lists, resumable."""
-    n = len(queries)
-    store = _store(checkpoint, n, "top", k, positive_only, queries, references, precision)
-    saved = store.load() if store else None
-    best = (np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
-    done = 0
-    if saved is not None:
-        done, best = int(saved["done"]), (saved["scores"], saved["query_indices"], saved["reference_indices"])
-    for start, stop in _chunks(n, done, progress, "closest pairs"):
-        found = search.top_pairs(queries[start:stop], references, k, positive_only=positive_only, device=device,
-                                 precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
-                                 desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
-        s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
-                                                               found.reference_indices)))
-        order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
-        best = (s[order], q[order], r[order])
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
-    if store:
-        store.clear()
-    return search.TopPairs(*best)
-
-
-def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet, *, top: int = 100,
-                  n_comparisons: int | None = None, seed: int = SEED, positive_only: bool = False,
-                  device: str = "auto", precision: str = "fp32", memory_budget_bytes: int | None = None,
-                  progress: bool = True, input_file: str | None = None,
-                  checkpoint: str | os.PathLike | None = None) -> dict:
-    """The ``top`` highest query x reference pairs as the paper's Top-K JSON document.
-
-    Ties: score descending, then query row, then reference row. ``total_pairs_considered``
-    is (queries compared) x (reference size); the original wrote queries x K.
-    ``checkpoint``: as in :func:`best_matches`.
-    """
-    if int(top) <= 0:
-        raise FaceauditError(f"K (the number of closest pairs) must be > 0, got {top}")
-    _check_pair(query, reference)
-    picked = np.sort(sample_queries(len(query), n_comparisons, seed,
-                                    query.metadata.get("source_file", "query set")))
-    found = _top_pairs_in_chunks(query.vectors[picked], reference.vectors, int(top), positive_only, device,
-                                 precision, memory_budget_bytes, progress, checkpoint)
-    if len(found) < top:
-        kind = "positive " if positive_only else ""
-        warnings.warn(f"only {len(found)} {kind}pairs found, fewer than the {top} asked for", FaceauditWarning,
-                      stacklevel=2)
-    results = []
-    for rank, (score, qpos, ri) in enumerate(zip(found.scores.tolist(), found.query_indices.tolist(),
-                                                 found.reference_indices.tolist()), 1):
-        qi = int(picked[qpos])
-        q_id, q_name = str(query.identities[qi]), str(query.image_names[qi])
-        r_id, r_name = str(reference.identities[ri]), str(reference.image_names[ri])
-        results.append({"rank": rank, "similarity_score": float(score), "query_identity": q_id,
-                        "query_image_name": q_name, "query_path": f"{q_id}/{q_name}",
-                        "casia_identity": r_id, "casia_image_name": r_name, "casia_path": f"{r_id}/{r_name}"})
-    metadata = {"input_file": str(input_file if input_file is not None else query.metadata.get("source_file", "")),
-                "n_samples_compared": int(len(picked)), "top_global_matches": int(top),
-                "total_pairs_considered": int(len(picked)) * int(len(reference))}
-    return {"metadata": metadata, "results": results}
-
-
-def format_closest_json(document: dict) -> str:
-    """The paper's layout: metadata indented, one compact result object a line. Valid JSON."""
-    meta = document["metadata"]
-    lines = ["{", '  "metadata": {']
-    items = [f"    {json.dumps(k)}: {json.dumps(meta[k])}" for k in meta]
-    lines.append(",\n".join(items))
-    lines += ["  },", '  "results": [']
-    results = [json.dumps(r, separators=(",", ":"), allow_nan=False) for r in document["results"]]
-    if results:
-        lines.append(",\n".join(results))
-    lines += ["  ]", "}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_closest_json(path: str | os.PathLike, document: dict) -> Path:
-    text = format_closest_json(document)
-    json.loads(text)  # never write what a JSON reader would refuse
-    with atomic_write(path) as out:
-        out.write(text)
-    return Path(path)
-
-
-def read_closest_json(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FaceauditError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FaceauditError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise FaceauditError(f"{path}: expected an object with a 'results' list")
-    for number, result in enumerate(document["results"], 1):
-        missing = [k for k in PATHS_COLUMNS if not isinstance(result, dict) or k not in result]
-        if missing:
-            raise FaceauditError(f"{path}: result {number} lacks {', '.join(missing)}")
-    return document
-
-
-def write_paths_csv(path: str | os.PathLike, document: dict) -> Path:
-    """``query_path,casia_path,similarity_score``, strings quoted as jq's @csv does."""
-    with atomic_write(path, newline="") as out:
-        out.write(",".join(PATHS_COLUMNS) + "\n")
-        writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
-        for r in document["results"]:
-            writer.writerow([str(r["query_path"]), str(r["casia_path"]), float(r["similarity_score"])])
-    return Path(path)
-
-
 # ---------------------------------------------------------------- the figure
 
 def plot_best_matches(scores: Mapping[str, np.ndarray], title: str | None = None,
                       thresholds: Sequence[tuple[str, float]] = ()):
     """KDE of best-match similarities per dataset, thresholds as vertical lines."""
-    from faceaudit.plots import plot_distributions
-
     if title is None:
         names = ", ".join(scores)
         title = f"Distribution of best-match similarities ({names})"
@@ -395,13 +241,10 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     ``flag_threshold``: also write ``<stem>_identity_flags.csv`` (:func:`identity_flags`) and
     list the flagged query identities in the summary.
     """
-    from faceaudit.files import write_scores
-    from faceaudit.plots import save_figure
-
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"--n-comparisons must be > 0, got {n_comparisons}")
-    query = _loaded(query, query_file, skip_invalid)
-    reference = _loaded(reference, reference_file, skip_invalid)
+    query = loaded(query, query_file, skip_invalid)
+    reference = loaded(reference, reference_file, skip_invalid)
     out = Path(out_dir)
     stem = _stem(query_file)
     n_label = n_comparisons if n_comparisons is not None else len(query)
@@ -437,8 +280,6 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
 def write_combined(out_dir, all_stats: Sequence[dict], all_scores: Sequence[np.ndarray],
                    thresholds: Sequence[float] = ()) -> list[Path]:
     """For several datasets: one KDE figure and one summary table (JSON and CSV) over all of them."""
-    from faceaudit.plots import save_figure
-
     out = Path(out_dir)
     labelled = [(f"threshold {i + 1}" if len(thresholds) > 1 else "threshold", float(t))
                 for i, t in enumerate(thresholds)]
@@ -467,31 +308,3 @@ def format_summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike, *, out_dir=".",
-                top: int = 100, n_comparisons: int | None = None, positive_only: bool = False,
-                seed: int = SEED, device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
-                memory_budget_bytes: int | None = None, progress: bool = True,
-                input_label: str | None = None, paths_csv: bool = True,
-                query: EmbeddingSet | None = None, reference: EmbeddingSet | None = None) -> list[Path]:
-    """The Top-K JSON ``<stem>_Top<K>Global_<n>.json`` and its paths CSV ``..._matches.csv``.
-
-    ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
-    """
-
-    if int(top) <= 0:
-        raise FaceauditError(f"K must be > 0, got {top}")
-    if n_comparisons is not None and int(n_comparisons) <= 0:
-        raise FaceauditError(f"the number of comparisons must be > 0, got {n_comparisons}")
-    query = _loaded(query, query_file, skip_invalid)
-    reference = _loaded(reference, reference_file, skip_invalid)
-    n_label = n_comparisons if n_comparisons is not None else len(query)
-    base = Path(out_dir) / f"{_stem(query_file)}_Top{top}Global_{n_label}"
-    document = closest_pairs(query, reference, top=top, n_comparisons=n_comparisons, seed=seed,
-                             positive_only=positive_only, device=device, precision=precision,
-                             memory_budget_bytes=memory_budget_bytes, progress=progress,
-                             input_file=input_label if input_label is not None else str(query_file),
-                             checkpoint=base.with_name(base.name + ".partial.npz"))
-    written = [write_closest_json(base.with_name(base.name + ".json"), document)]
-    if paths_csv:
-        written.append(write_paths_csv(base.with_name(base.name + "_matches.csv"), document))
-    return written

@@ -1,13 +1,10 @@
-"""EmbeddingSet: the one currency of faceaudit, and its files.
+"""The paper's JSON Lines embedding files: fast checked parsing and byte-exact formatting.
 
-Formats:
-
-- the paper's JSON Lines (``.json`` or ``.jsonl``): one
-  ``{"identity": str, "image_name": str, "embedding": [floats]}`` per line,
-  with an optional ``<file>.meta.json`` sidecar holding the metadata;
-  a file holding one JSON array of such objects is read too;
-- ``.npz``: ``vectors`` (float32 N×D), ``identities``, ``image_names`` (unicode)
-  and ``metadata`` (a JSON string). Read with ``allow_pickle=False``.
+Reading: blocks of lines are parsed in one call (orjson when installed) and any
+irregular block falls back to a line-by-line check that names the bad line; files of
+16 MiB or more are parsed by two processes. Writing: one
+``{"identity", "image_name", "embedding"}`` object a line, values rounded as the paper
+writes them, byte for byte the same with or without orjson.
 """
 from __future__ import annotations
 
@@ -16,8 +13,6 @@ import json
 import mmap
 import multiprocessing
 import os
-import warnings
-from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -26,187 +21,60 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from faceaudit.errors import FaceauditError
-from faceaudit.files import atomic_write
 
 try:  # orjson parses the paper's lines about 5x faster than json
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised only without the optional extra
     _orjson = None
 
-JSONL_SUFFIXES = (".json", ".jsonl")
-NPZ_SUFFIX = ".npz"
 _BLOCK_LINES = 64  # short blocks stay in cache; measured faster than 512
 _CHUNK_BYTES = 1 << 23  # bytes read at a time
 _PARALLEL_MIN_BYTES = 16 << 20  # below this a second process costs more than it saves
 
 
-class FaceauditWarning(UserWarning):
-    """Something worth telling the user that does not stop the run."""
-
-
-@dataclass
-class EmbeddingSet:
-    """L2-normalised float32 vectors (N×D) with an identity and image name per row."""
-
-    vectors: np.ndarray
-    identities: np.ndarray
-    image_names: np.ndarray
-    metadata: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        self.identities = np.asarray(self.identities, dtype=str)
-        self.image_names = np.asarray(self.image_names, dtype=str)
-        if self.vectors.ndim != 2:
-            raise FaceauditError(f"embeddings must be a 2-D array, got shape {self.vectors.shape}")
-        n = len(self.vectors)
-        if self.identities.shape != (n,) or self.image_names.shape != (n,):
-            raise FaceauditError(
-                f"{n} vectors but {self.identities.size} identities and {self.image_names.size} image names"
-            )
-
-    @classmethod
-    def from_arrays(cls, vectors, identities: Sequence[str], image_names: Sequence[str],
-                    metadata: dict | None = None, source: str = "embeddings") -> "EmbeddingSet":
-        """Validate (finite, non-zero) and L2-normalise raw vectors."""
-        return cls(normalize(np.asarray(vectors), source), identities, image_names, dict(metadata or {}))
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
-
-    def subset(self, indices) -> "EmbeddingSet":
-        return EmbeddingSet(self.vectors[indices], self.identities[indices], self.image_names[indices],
-                            dict(self.metadata))
-
-
-def normalize(vectors: np.ndarray, source: str = "embeddings") -> np.ndarray:
-    """Float32 unit rows; NaN/inf or all-zero rows are an error naming the first bad row."""
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
-        raise FaceauditError(f"{source}: embeddings must be a non-empty N×D array, got shape {vectors.shape}")
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        raise FaceauditError(f"{source}: row {int(np.argmin(finite)) + 1} has NaN or infinite values")
-    norms = np.linalg.norm(vectors.astype(np.float64, copy=False), axis=1)
-    if (norms == 0).any():
-        raise FaceauditError(f"{source}: row {int(np.argmin(norms != 0)) + 1} is an all-zero vector")
-    return (vectors / norms[:, None]).astype(np.float32)
-
-
-# ---------------------------------------------------------------- reading
-
-def load_embeddings(path: str | os.PathLike, *, skip_invalid: bool = False,
-                    expected_dim: int | None = None) -> EmbeddingSet:
-    """Read a ``.json``/``.jsonl``/``.npz`` embedding file into an EmbeddingSet.
-
-    A malformed line is an error naming the file and line; with ``skip_invalid``
-    it is skipped, counted and warned about. Duplicate (identity, image_name)
-    pairs are warned about.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FaceauditError(f"{path}: embedding file not found")
-    if path.stat().st_size == 0:
-        raise FaceauditError(f"{path}: embedding file is empty")
-    suffix = path.suffix.lower()
-    if suffix == NPZ_SUFFIX:
-        eset = _load_npz(path)
-    elif suffix in JSONL_SUFFIXES:
-        eset = _load_jsonl(path, skip_invalid, expected_dim)
-    else:
-        raise FaceauditError(f"{path}: unsupported embedding file type {suffix!r} (use .json, .jsonl or .npz)")
-    if expected_dim is not None and eset.dim != expected_dim:
-        raise FaceauditError(f"{path}: vectors have {eset.dim} dimensions, expected {expected_dim}")
-    eset.metadata.setdefault("source_file", str(path))
-    _warn_duplicates(eset, path)
-    return eset
-
-
-def _load_npz(path: Path) -> EmbeddingSet:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("vectors", "identities", "image_names") if k not in data.files]
-            if missing:
-                raise FaceauditError(f"{path}: missing array(s) {', '.join(missing)}")
-            vectors = data["vectors"]
-            identities, names = data["identities"], data["image_names"]
-            metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
-    except FaceauditError:
-        raise
-    except Exception as exc:  # BadZipFile, pickled object arrays, truncated files
-        raise FaceauditError(f"{path}: not a readable .npz file ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise FaceauditError(f"{path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
-    if len(vectors) == 0:
-        raise FaceauditError(f"{path}: embedding file holds no vectors")
-    return EmbeddingSet.from_arrays(vectors, identities, names, metadata, source=str(path))
-
-
-def _read_sidecar(path: Path) -> dict:
-    sidecar = path.with_name(path.name + ".meta.json")
-    if not sidecar.is_file():
-        return {}
-    try:
-        metadata = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
-        raise FaceauditError(f"{sidecar}: invalid JSON ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise FaceauditError(f"{sidecar}: expected a JSON object, got {type(metadata).__name__}")
-    return metadata
-
-
-def _first_char(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        head = handle.read(4096).lstrip()
-    return head[:1]
-
-
-def _loads(line: bytes):
+def loads(line: bytes):
     return _orjson.loads(line) if _orjson is not None else json.loads(line)
 
 
-class _BadLine(Exception):
+class BadRecord(Exception):
     """A line that is not a valid record; the message says why, the caller says where."""
 
 
 def _check_line(line: bytes, dim: int | None):
-    """Parse and check one line: (identity, image_name, float64 vector) or _BadLine."""
+    """Parse and check one line: (identity, image_name, float64 vector) or BadRecord."""
     try:
-        record = _loads(line)
+        record = loads(line)
     except ValueError as exc:
         try:  # the stdlib reads NaN/Infinity, so such a line gets the clearer message below
             record = json.loads(line)
         except ValueError:
-            raise _BadLine(f"malformed JSON ({exc})") from None
-    return _check_record(record, dim)
+            raise BadRecord(f"malformed JSON ({exc})") from None
+    return check_record(record, dim)
 
 
-def _check_record(record, dim: int | None):
-    """Check one parsed record: (identity, image_name, float64 vector) or _BadLine."""
+def check_record(record, dim: int | None):
+    """Check one parsed record: (identity, image_name, float64 vector) or BadRecord."""
     if not isinstance(record, dict):
-        raise _BadLine(f"expected a JSON object, got {type(record).__name__}")
+        raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
     for key in ("identity", "image_name", "embedding"):
         if key not in record:
-            raise _BadLine(f"missing key {key!r}")
+            raise BadRecord(f"missing key {key!r}")
     vector = record["embedding"]
     if not isinstance(vector, list) or not vector:
-        raise _BadLine("'embedding' must be a non-empty list of numbers")
+        raise BadRecord("'embedding' must be a non-empty list of numbers")
     try:
         array = np.asarray(vector, dtype=np.float64)
     except (TypeError, ValueError):
-        raise _BadLine("'embedding' holds a non-number") from None
+        raise BadRecord("'embedding' holds a non-number") from None
     if array.ndim != 1:
-        raise _BadLine("'embedding' must be a flat list of numbers")
+        raise BadRecord("'embedding' must be a flat list of numbers")
     if dim is not None and array.size != dim:
-        raise _BadLine(f"embedding has length {array.size}, expected {dim}")
+        raise BadRecord(f"embedding has length {array.size}, expected {dim}")
     with np.errstate(over="ignore"):
         if not np.isfinite(array.astype(np.float32)).all():
-            raise _BadLine("embedding has NaN or infinite values (or values beyond float32 range)")
+            raise BadRecord("embedding has NaN or infinite values (or values beyond float32 range)")
     if not np.any(array):
-        raise _BadLine("embedding is an all-zero vector")
+        raise BadRecord("embedding is an all-zero vector")
     return str(record["identity"]), str(record["image_name"]), array
 
 
@@ -260,7 +128,7 @@ def _fast_block(block: list[bytes], dim: int | None):
     time than a call per line); any irregularity sends the block to the line-by-line path.
     """
     try:
-        records = _loads(b"[" + b",".join(block) + b"]")
+        records = loads(b"[" + b",".join(block) + b"]")
         if len(records) != len(block):  # e.g. two objects on one line
             return None
         ids, names, vectors = zip(*map(_RECORD_FIELDS, records))
@@ -324,7 +192,7 @@ def _parse_range_body(path: Path, start: int, stop: int, dim: int | None, skip_i
                     continue
                 try:
                     identity, name, array = _check_line(line, dim)
-                except _BadLine as exc:
+                except BadRecord as exc:
                     if not skip_invalid:
                         error = (first + offset, str(exc))
                         break
@@ -366,7 +234,7 @@ def _peek(path: Path) -> tuple[int, int] | None:
         for line in handle:
             if line.strip():
                 try:
-                    vector = _loads(line)["embedding"]
+                    vector = loads(line)["embedding"]
                 except (ValueError, KeyError, TypeError):
                     return None
                 return (len(vector), len(line)) if isinstance(vector, list) and vector else None
@@ -386,7 +254,7 @@ def _range_worker(conn, path: str, start: int, stop: int, dim: int, skip_invalid
         conn.close()
 
 
-def _parse_file(path: Path, size: int, dim: int | None, skip_invalid: bool) -> tuple[list[dict], np.ndarray]:
+def parse_file(path: Path, size: int, dim: int | None, skip_invalid: bool) -> tuple[list[dict], np.ndarray]:
     """(per-range results, every kept row as one float32 array).
 
     Files of ``_PARALLEL_MIN_BYTES`` or more are cut in two at a newline: this process parses
@@ -440,81 +308,7 @@ def _parse_file(path: Path, size: int, dim: int | None, skip_invalid: bool) -> t
     return [first, second], vectors
 
 
-def _load_jsonl(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
-    if _first_char(path) == b"[":
-        return _load_json_array(path, skip_invalid, expected_dim)
-    results, vectors = _parse_file(path, path.stat().st_size, expected_dim, skip_invalid)
-    offset, skipped = 0, []
-    for result in results:
-        if result["error"] is not None:
-            number, reason = result["error"]
-            raise FaceauditError(f"{path}:{offset + number + 1}: {reason}")
-        skipped += [offset + n + 1 for n in result["skipped"]]
-        offset += result["lines"]
-    if skipped:
-        shown = ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else "")
-        warnings.warn(f"{path}: skipped {len(skipped)} invalid line(s) (line {shown})", FaceauditWarning, stacklevel=3)
-    if not len(vectors):
-        raise FaceauditError(f"{path}: no embeddings found" + (" (every line was invalid)" if skipped else ""))
-    identities = results[0]["ids"] + results[1]["ids"] if len(results) > 1 else results[0]["ids"]
-    names = results[0]["names"] + results[1]["names"] if len(results) > 1 else results[0]["names"]
-    return EmbeddingSet(_normalize_inplace(vectors), identities, names, _read_sidecar(path))
 
-
-def _normalize_inplace(vectors: np.ndarray) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-    vectors /= norms[:, None]
-    return vectors
-
-
-def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
-    try:
-        records = _loads(path.read_bytes())
-    except ValueError:
-        try:
-            records = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise FaceauditError(f"{path}: malformed JSON ({exc})") from None
-    if not isinstance(records, list):
-        raise FaceauditError(f"{path}: expected a JSON array of records")
-    ids, names, rows, skipped = [], [], [], 0
-    dim = expected_dim
-    for index, record in enumerate(records):
-        try:
-            identity, name, array = _check_record(record, dim)
-        except _BadLine as exc:
-            if not skip_invalid:
-                raise FaceauditError(f"{path}: record {index + 1}: {exc}") from None
-            skipped += 1
-            continue
-        dim = dim or array.size
-        ids.append(identity)
-        names.append(name)
-        rows.append(array)
-    if skipped:
-        warnings.warn(f"{path}: skipped {skipped} invalid record(s)", FaceauditWarning, stacklevel=3)
-    if not rows:
-        raise FaceauditError(f"{path}: no embeddings found")
-    return EmbeddingSet.from_arrays(np.asarray(rows), ids, names, _read_sidecar(path), source=str(path))
-
-
-def _warn_duplicates(eset: EmbeddingSet, path: Path) -> None:
-    n = len(eset)
-    if n < 2:
-        return
-    # each row's (identity, image_name) as one fixed-width run of bytes: one sort finds the repeats
-    rows = np.concatenate([np.ascontiguousarray(eset.identities).view(np.uint32).reshape(n, -1),
-                           np.ascontiguousarray(eset.image_names).view(np.uint32).reshape(n, -1)], axis=1)
-    keys = rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel()
-    unique, counts = np.unique(keys, return_counts=True)
-    if len(unique) == n:
-        return
-    row = np.flatnonzero(keys == unique[np.argmax(counts > 1)])[0]
-    warnings.warn(f"{path}: {n - len(unique)} duplicate (identity, image_name) pair(s), "
-                  f"e.g. {eset.identities[row]}/{eset.image_names[row]}", FaceauditWarning, stacklevel=3)
-
-
-# ---------------------------------------------------------------- writing
 
 def format_jsonl_line(identity: str, image_name: str, vector: np.ndarray, decimals: int | None = 5) -> bytes:
     """One paper-format line, newline included.
@@ -572,28 +366,3 @@ def _float_text(value: float, plain_down_to: int) -> str:
         sign, digits = ("-", mantissa[1:]) if mantissa.startswith("-") else ("", mantissa)
         return f"{sign}0.{'0' * (-power - 1)}{digits.replace('.', '')}"
     return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}"
-
-
-def save_embeddings(eset: EmbeddingSet, path: str | os.PathLike, *, decimals: int | None = None) -> Path:
-    """Write ``.json``/``.jsonl`` (paper format, plus a ``.meta.json`` sidecar) or ``.npz``, atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == NPZ_SUFFIX:
-        with atomic_write(path, "wb") as out:
-            np.savez(out, vectors=eset.vectors, identities=eset.identities, image_names=eset.image_names,
-                     metadata=np.array(json.dumps(eset.metadata)))
-        return path
-    if suffix not in JSONL_SUFFIXES:
-        raise FaceauditError(f"{path}: unsupported embedding file type {suffix!r} (use .json, .jsonl or .npz)")
-    with atomic_write(path, "wb") as out:
-        for start in range(0, len(eset), 4096):
-            stop = start + 4096
-            out.write(format_jsonl_lines(eset.identities[start:stop], eset.image_names[start:stop],
-                                         eset.vectors[start:stop], decimals))
-    sidecar = path.with_name(path.name + ".meta.json")
-    if eset.metadata:
-        with atomic_write(sidecar) as out:
-            json.dump(eset.metadata, out, indent=2)
-    else:  # an older file's metadata must not be read back as this one's
-        sidecar.unlink(missing_ok=True)
-    return path

@@ -1,0 +1,69 @@
+"""What every entry point shares: one-line errors and exit codes, argument types, shared options."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Callable
+
+from faceaudit.errors import FaceauditError
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def run_guarded(func: Callable[[], int | None], prog: str) -> int:
+    """Run ``func`` the way every entry point does: one-line errors, exit codes."""
+    warnings.showwarning = _show_warning
+    try:
+        return int(func() or 0)
+    except FaceauditError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a full disk, a permission, a file where a folder should be
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return FaceauditError.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished work is kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def add_skip_invalid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip malformed embedding lines (counted and reported) instead of failing")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that searches a reference set."""
+    p.add_argument("--seed", type=int, default=42, help="sampling seed (default: %(default)s, as the paper)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="matmul precision for candidate selection; winners are always re-scored exactly "
+                        "(fp16/bf16: CUDA only)")
+    p.add_argument("--memory-budget-mb", type=positive_int, default=None,
+                   help="memory for the similarity blocks (default: 512 on CPU, 2048 on CUDA)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_skip_invalid(p)

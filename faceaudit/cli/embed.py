@@ -1,0 +1,71 @@
+"""``faceaudit embed``: stage 1, one embedding per image of a dataset folder or archive."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from faceaudit.cli.common import positive_int
+
+
+def _decimals(text: str) -> int | None | str:
+    if text.lower() == "auto":
+        return "auto"
+    if text.lower() in ("none", "full", "-1"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (or 'none')") from None
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"must be 0..9 or 'none', got {value}")
+    return value
+
+
+def add(sub) -> None:
+    p = sub.add_parser(
+        "embed", help="compute one embedding per image of a dataset folder or archive",
+        description="One L2-normalised embedding per image of DATASET (a folder of identity sub-folders, "
+                    "or a .zip/.tar/.tar.gz of one, read in place), written as the paper's JSON Lines "
+                    "(or .npz). An interrupted run resumes when the same command is run again; "
+                    "unreadable images are listed in OUTPUT.errors.tsv.")
+    p.add_argument("dataset", type=Path, help="dataset folder, .zip, .tar or .tar.gz")
+    p.add_argument("-o", "--output", type=Path, default=Path("embeddings.jsonl"),
+                   help="output .jsonl/.json (paper format, + .meta.json sidecar) or .npz "
+                        "(default: %(default)s)")
+    p.add_argument("--arch", default="iresnet100", help="architecture (default: %(default)s; "
+                   "see `faceaudit models`)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights file (default: the architecture's file in Models/, e.g. "
+                        "Models/ArcFace_R100_MS1MV3.pth for iresnet100)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: 1 on CPU, up to 8 on CUDA; 0 decodes in-process)")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="sum the embeddings of each image and its mirror image (InsightFace evaluation)")
+    p.add_argument("--align", choices=("none", "yunet"), default="none",
+                   help="detect and align faces first (yunet); images without a face are listed as errors")
+    p.add_argument("--models-dir", type=Path, default=Path("Models"),
+                   help="where the aligner's model files are (default: %(default)s)")
+    p.add_argument("--decimals", type=_decimals, default="auto",
+                   help="round values to N decimals (default: 5 for JSON, as the paper; full float32 for "
+                        ".npz); 'none' writes full float32 precision")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing output")
+    p.add_argument("--limit", type=positive_int, default=None, help="embed only the first N images")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU inference threads (default: $OMP_NUM_THREADS, else every core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_embed)
+
+
+def _run_embed(args) -> int:
+    from faceaudit.embed import embed_dataset, format_summary
+
+    summary = embed_dataset(
+        args.dataset, args.output, arch=args.arch, weights=args.weights, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, flip_tta=args.flip_tta,
+        align=None if args.align == "none" else args.align, models_dir=args.models_dir,
+        decimals=args.decimals, overwrite=args.overwrite, limit=args.limit, threads=args.threads,
+        progress=not args.no_progress)
+    print(format_summary(summary))
+    return 0

@@ -1,0 +1,10 @@
+"""Stage 1: one embedding per image of a dataset folder or archive, batched and resumable.
+
+``embed_dataset`` is the whole pipeline (:mod:`.pipeline`); its parts are the reader
+(:mod:`.reader`: what to embed, decoding in workers), the model side (:mod:`.embedder`),
+the writer thread (:mod:`.writer`) and resume + lock (:mod:`.resume`).
+"""
+from faceaudit.embed.embedder import default_threads
+from faceaudit.embed.pipeline import embed_dataset, format_summary
+
+__all__ = ["default_threads", "embed_dataset", "format_summary"]

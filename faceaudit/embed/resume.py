@@ -1,0 +1,183 @@
+"""Resuming and guarding one embedding output: its files, the half-written last line, the
+images already done, the settings check and the lock that keeps a second run away."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from faceaudit.errors import FaceauditError
+from faceaudit.io.embeddings import JSONL_SUFFIXES, NPZ_SUFFIX
+from faceaudit.io.jsonl import loads
+
+#: settings that must match between a partial output and the run resuming it
+RESUME_KEYS = ("arch", "weights_sha256", "embedding_dim", "preprocessing", "flip_tta", "align", "decimals")
+ERRORS_HEADER = "path\treason\n"
+
+
+@dataclass
+class OutputFiles:
+    output: Path
+    stream: Path   # the JSON Lines file appended to
+    meta: Path     # the stream's sidecar
+    errors: Path
+
+    @classmethod
+    def for_output(cls, output: str | os.PathLike) -> "OutputFiles":
+        output = Path(output)
+        suffix = output.suffix.lower()
+        if suffix == NPZ_SUFFIX:
+            stream = output.with_name(output.name + ".partial.jsonl")
+        elif suffix in JSONL_SUFFIXES:
+            stream = output
+        else:
+            raise FaceauditError(f"{output}: unsupported output type {suffix!r} (use .jsonl, .json or .npz)")
+        return cls(output, stream, stream.with_name(stream.name + ".meta.json"),
+                   output.with_name(output.name + ".errors.tsv"))
+
+    @property
+    def is_npz(self) -> bool:
+        return self.output != self.stream
+
+    def remove_all(self) -> None:
+        for path in {self.output, self.stream, self.meta, self.errors,
+                     self.output.with_name(self.output.name + ".meta.json")}:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+# ---------------------------------------------------------------- resume helpers
+
+def truncate_to_last_newline(path: Path) -> int:
+    """Cut a half-written last line off ``path``; return how many bytes were removed."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "r+b") as handle:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep != size:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return size - keep
+
+
+def read_done_keys(path: Path) -> set[tuple[str, str]]:
+    """(identity, image_name) of every line of a JSON Lines output, reading only the line heads."""
+    keys: set[tuple[str, str]] = set()
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            cut = line.find(b'"embedding":')
+            try:
+                if cut < 0 or not line.rstrip().endswith(b"]}"):
+                    raise ValueError("no complete 'embedding' list")
+                head = loads(line[:cut].rstrip().rstrip(b",") + b"}")
+                keys.add((str(head["identity"]), str(head["image_name"])))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise FaceauditError(f"{path}:{number}: malformed line in the partial output ({exc}); "
+                                     "use --overwrite to start over") from None
+    return keys
+
+
+def read_error_paths(path: Path) -> set[str]:
+    paths: set[str] = set()
+    if not path.is_file():
+        return paths
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle):
+            if number == 0 and line == ERRORS_HEADER:
+                continue
+            if line.endswith("\n") and "\t" in line:
+                paths.add(unescape_path(line.split("\t", 1)[0]))
+    return paths
+
+
+def escape_path(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def unescape_path(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(text[i + 1], text[i + 1]))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+
+def check_resume(files: OutputFiles, settings: dict) -> dict:
+    """The metadata of a partial output, checked against this run's settings."""
+    if not files.meta.is_file():
+        raise FaceauditError(f"{files.stream} exists but has no {files.meta.name} metadata, so it cannot be "
+                             "resumed safely; use --overwrite to start over or choose another output")
+    try:
+        previous = json.loads(files.meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise FaceauditError(f"{files.meta}: invalid JSON ({exc}); use --overwrite to start over") from None
+    if not isinstance(previous, dict):
+        raise FaceauditError(f"{files.meta}: expected a JSON object, got {type(previous).__name__}; "
+                             "use --overwrite to start over")
+    compare_settings(files.stream, previous, settings)
+    return previous
+
+
+def compare_settings(path: Path, previous: dict, settings: dict) -> None:
+    diffs = [f"{key}: {previous.get(key)!r} there, {settings[key]!r} now"
+             for key in RESUME_KEYS if previous.get(key) != settings[key]]
+    if diffs:
+        raise FaceauditError(f"{path} was computed with other settings ({'; '.join(diffs)}); "
+                             "use --overwrite to start over, or another output file")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+def lock_output(output: Path):
+    """An exclusive lock on ``<output>.lock``, held for the whole run: two runs must not
+    write (or --overwrite) one output. The file is removed when the run ends."""
+    path = output.with_name(output.name + ".lock")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return open(path, "ab")
+    while True:
+        handle = open(path, "ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise FaceauditError(f"{output} is being written by another run (it holds {path.name}); "
+                                 "wait for it to end") from None
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # locked a file the run before us removed as it ended: lock the new one
+
+
+def unlock_output(handle) -> None:
+    """Remove the lock file while still holding it (a run waiting on it then locks a new one)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(handle.name)
+    handle.close()

@@ -1,0 +1,1 @@
+"""Numbers from scores and labels: pair sampling and pyeer-exact verification metrics with bootstrap CIs."""

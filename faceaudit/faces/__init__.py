@@ -1,0 +1,45 @@
+"""Face detection and alignment for unaligned photos: a detector finds the largest face and its
+5 landmarks, and :mod:`.geometry` warps it onto the ArcFace 112x112 template.
+
+``create_aligner(name, models_dir)`` returns a picklable callable: ``aligner(rgb)`` takes an
+``HxWx3`` uint8 RGB image and returns the aligned ``112x112x3`` uint8 face, or ``None`` when
+no face is found. Detectors open their onnxruntime session lazily, once per process, so
+aligners can be sent to DataLoader workers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from faceaudit.errors import FaceauditError
+from faceaudit.faces.geometry import ARCFACE_TEMPLATE, align_face, nms, umeyama, warp_affine
+from faceaudit.faces.yunet import YUNET_FILE, YuNetAligner, YuNetDetector, decode_yunet
+
+ALIGNERS = ("yunet",)
+
+
+def create_aligner(name: str, models_dir: str | os.PathLike = "Models") -> YuNetAligner | None:
+    """The aligner called ``name`` (``"yunet"``; ``"none"`` gives ``None``: images used as they are).
+
+    Fails early, with one line, when the detector file or onnxruntime is missing.
+    """
+    key = (name or "none").strip().lower()
+    if key == "none":
+        return None
+    if key != "yunet":
+        raise FaceauditError(f"unknown aligner {name!r}; known: none, {', '.join(ALIGNERS)}")
+    path = Path(models_dir) / YUNET_FILE
+    if not path.is_file():
+        raise FaceauditError(f"--align yunet needs {path}; get it with: faceaudit models fetch yunet"
+                             f"{'' if Path(models_dir) == Path('Models') else f' --models-dir {models_dir}'}")
+    try:
+        import onnxruntime  # noqa: F401, PLC0415
+    except ImportError:
+        from faceaudit.models.onnx_weights import ORT_MISSING
+
+        raise FaceauditError(ORT_MISSING.format(what="--align yunet")) from None
+    return YuNetAligner(path)
+
+
+__all__ = ["ALIGNERS", "ARCFACE_TEMPLATE", "YUNET_FILE", "YuNetAligner", "YuNetDetector", "align_face",
+           "create_aligner", "decode_yunet", "nms", "umeyama", "warp_affine"]

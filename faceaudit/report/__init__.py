@@ -1,0 +1,1 @@
+"""Figures: score densities with threshold lines, and image grids of matched pairs."""
