@@ -67,3 +67,37 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
                    help="memory for the similarity blocks (default: 512 on CPU, 2048 on CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_skip_invalid(p)
+
+
+def add_index_options(p: argparse.ArgumentParser, default: str = "exact") -> None:
+    """``--index`` and the settings of its backends (every command that searches a reference set)."""
+    from faceaudit.search.backend import IndexOptions
+    from faceaudit.search.index import INDEX_KINDS
+
+    d = IndexOptions()
+    p.add_argument("--index", choices=INDEX_KINDS, default=default,
+                   help="search backend (default: %(default)s). exact: blocked, exact; lsh: random-hyperplane LSH "
+                        "with multi-probe (the challenge notebook's); faiss-flat/faiss-ivf/faiss-hnsw: FAISS "
+                        "(pip install 'faceaudit[faiss]'). Every backend's scores are re-computed exactly")
+    p.add_argument("--lsh-bits", type=positive_int, default=d.lsh_bits, help="LSH hyperplanes (default: %(default)s)")
+    p.add_argument("--lsh-radius", type=int, default=d.lsh_radius,
+                   help="LSH: probe every bucket within this Hamming distance (default: %(default)s)")
+    p.add_argument("--lsh-tables", type=positive_int, default=d.lsh_tables,
+                   help="LSH: independent hash tables, lists merged (default: %(default)s)")
+    p.add_argument("--ivf-lists", type=positive_int, default=None,
+                   help="faiss-ivf: inverted lists (default: 4 x sqrt(references))")
+    p.add_argument("--ivf-probe", type=positive_int, default=d.ivf_probe,
+                   help="faiss-ivf: lists searched per query (default: %(default)s)")
+    p.add_argument("--hnsw-m", type=positive_int, default=d.hnsw_m, help="faiss-hnsw: graph degree (default: %(default)s)")
+    p.add_argument("--hnsw-ef-search", type=positive_int, default=d.hnsw_ef_search,
+                   help="faiss-hnsw: search breadth (default: %(default)s)")
+
+
+def index_options(args):
+    from faceaudit.search.backend import IndexOptions
+
+    return IndexOptions(device=args.device, precision=args.precision,
+                        memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
+                        progress=not args.no_progress, seed=args.seed, lsh_bits=args.lsh_bits,
+                        lsh_radius=args.lsh_radius, lsh_tables=args.lsh_tables, ivf_lists=args.ivf_lists,
+                        ivf_probe=args.ivf_probe, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search)

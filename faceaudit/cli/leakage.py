@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceaudit.cli.common import add_search_options, positive_int
+from faceaudit.cli.common import add_index_options, add_search_options, index_options, positive_int
 from faceaudit.errors import FaceauditError
 
 
@@ -17,7 +17,9 @@ def add(sub) -> None:
     p.add_argument("query", type=Path, nargs="+",
                    help="query embeddings (.json/.jsonl/.npz), e.g. a synthetic dataset; several files give a "
                         "combined figure and summary table too")
-    p.add_argument("--reference", type=Path, required=True, help="reference embeddings, e.g. CASIA-WebFace")
+    p.add_argument("--reference", type=Path, required=True,
+                   help="reference embeddings, e.g. CASIA-WebFace: a file, or a shard folder (faceaudit shards) "
+                        "for sets larger than RAM")
     p.add_argument("--n-comparisons", type=positive_int, default=10000,
                    help="queries sampled (default: %(default)s; all when the set is smaller)")
     p.add_argument("--all", dest="n_comparisons", action="store_const", const=None,
@@ -28,6 +30,7 @@ def add(sub) -> None:
                    help="write <stem>_identity_flags.csv: each query identity, its highest best match, and "
                         "whether any of its images reaches T (flagged as leaked)")
     p.add_argument("--out", type=Path, default=Path("leakage_out"), help="output folder (default: %(default)s)")
+    add_index_options(p)
     add_search_options(p)
     p.set_defaults(func=_run_leakage)
 
@@ -37,13 +40,15 @@ def add(sub) -> None:
                     "(the paper's schema) and <stem>_Top<K>Global_<n>_matches.csv (query_path,casia_path,"
                     "similarity_score, as get_paths.sh).")
     p.add_argument("query", type=Path, help="query embeddings (.json/.jsonl/.npz)")
-    p.add_argument("--reference", type=Path, required=True, help="reference embeddings, e.g. CASIA-WebFace")
+    p.add_argument("--reference", type=Path, required=True,
+                   help="reference embeddings, e.g. CASIA-WebFace: a file or a shard folder")
     p.add_argument("--n-comparisons", type=positive_int, default=None,
                    help="queries sampled with seed 42 (default: all)")
     p.add_argument("--top", type=positive_int, default=100, help="K, the number of pairs (default: %(default)s)")
     p.add_argument("--positive-only", action="store_true",
                    help="only pairs with a similarity > 0, as the paper's find_closest.py")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder (default: the current folder)")
+    add_index_options(p)
     add_search_options(p)
     p.set_defaults(func=_run_closest)
 
@@ -62,13 +67,13 @@ def add(sub) -> None:
 
 
 def _run_leakage(args) -> int:
-    from faceaudit.io.embeddings import load_embeddings
+    from faceaudit.io.shards import load_reference_set
     from faceaudit.stages.leakage import format_summary, run_leakage, write_combined
 
     stems = [q.stem for q in args.query]
     if len(set(stems)) != len(stems):
         raise FaceauditError("query files must have different names (their outputs are named after them)")
-    reference = load_embeddings(args.reference, skip_invalid=args.skip_invalid)
+    reference = load_reference_set(args.reference, skip_invalid=args.skip_invalid)
     all_stats, all_scores = [], []
     for query in args.query:
         stats, scores = run_leakage(
@@ -76,7 +81,7 @@ def _run_leakage(args) -> int:
             seed=args.seed, device=args.device, precision=args.precision, skip_invalid=args.skip_invalid,
             memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
             progress=not args.no_progress, reference=reference,
-            return_scores=True, flag_threshold=args.flag_threshold)
+            return_scores=True, flag_threshold=args.flag_threshold, index=args.index, options=index_options(args))
         print(format_summary(stats))
         all_stats.append(stats)
         all_scores.append(scores)
@@ -93,7 +98,7 @@ def _run_closest(args) -> int:
                           n_comparisons=args.n_comparisons, positive_only=args.positive_only, seed=args.seed,
                           device=args.device, precision=args.precision, skip_invalid=args.skip_invalid,
                           memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, index=args.index, options=index_options(args))
     for path in written:
         print(f"wrote {path}")
     return 0

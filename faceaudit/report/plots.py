@@ -1,4 +1,4 @@
-"""Figures: score distributions (Gaussian KDE, Scott's rule), threshold lines, pair grids.
+"""Figures: score distributions (Gaussian KDE, Scott's rule), threshold lines, CMC curves.
 
 Matplotlib runs with the non-interactive Agg backend, so figures render headless.
 """
@@ -119,4 +119,27 @@ def plot_mated_vs_non_mated(mated: np.ndarray, non_mated: np.ndarray, thresholds
     ax = fig.axes[0]
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
+    return fig
+
+
+def plot_cmc(curves: Mapping[str, np.ndarray], title: str = "Cumulative match characteristic"):
+    """CMC curves: identification rate at rank 1..R (one curve per label), rank on a log axis
+    when R > 20; the rank-1 rate is printed in the legend."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    longest = 1
+    for label, rates in curves.items():
+        ranks = np.arange(1, len(rates) + 1)
+        longest = max(longest, len(rates))
+        ax.step(ranks, rates, where="post", marker="o" if len(rates) <= 20 else None, markersize=3,
+                label=f"{label} (rank 1: {rates[0]:.4f})")
+    if longest > 20:
+        ax.set_xscale("log")
+    ax.set_xlim(1, longest)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("Rank")
+    ax.set_ylabel("Identification rate")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
     return fig

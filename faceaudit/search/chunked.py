@@ -1,8 +1,11 @@
 """Long searches in chunks of queries, checkpointed, so that an interrupted run resumes where it stopped.
 
-Each chunk is one exact blocked search (:mod:`.exact`); after each finished chunk the
-results so far are saved to a fingerprinted checkpoint (:mod:`faceaudit.io.checkpoint`),
-which is removed when the search is done. Results equal one uninterrupted search.
+Each chunk is one exact blocked search (:mod:`.exact`) per piece of the reference set: the array
+itself, or each memory-mapped shard of a :class:`faceaudit.io.shards.RowArray` in turn, merged
+with the same tie rules, so a sharded reference set gives the results of the file it was written
+from. After each finished chunk the results so far are saved to a fingerprinted checkpoint
+(:mod:`faceaudit.io.checkpoint`), which is removed when the search is done. Results equal one
+uninterrupted search.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from faceaudit.io.checkpoint import Checkpoint, fingerprint
+from faceaudit.search.engine import reference_parts
 from faceaudit.search.exact import BestMatches, TopPairs, best_match, top_pairs
 
 #: queries searched between two checkpoints of a long run
@@ -56,10 +60,19 @@ def best_match_resumable(queries: np.ndarray, references: np.ndarray, *, rows: n
         done = int(saved["done"])
         scores[:done], indices[:done] = saved["scores"], saved["indices"]
     for start, stop in _chunks(n, done, progress, "best matches"):
-        found = best_match(queries[rows[start:stop]], references, device=device, precision=precision,
-                           memory_budget_bytes=memory_budget_bytes, progress=progress,
-                           desc=f"best matches of queries {start + 1:,}-{stop:,}")
-        scores[start:stop], indices[start:stop] = found.scores, found.indices
+        chunk = queries[rows[start:stop]]
+        best_s, best_i = None, None
+        for offset, part in reference_parts(references):
+            found = best_match(chunk, part, device=device, precision=precision,
+                               memory_budget_bytes=memory_budget_bytes, progress=progress,
+                               desc=f"best matches of queries {start + 1:,}-{stop:,}")
+            if best_s is None:
+                best_s, best_i = found.scores, found.indices + offset
+            else:  # a later shard wins only with a higher score: ties keep the lower index
+                better = found.scores > best_s
+                best_s = np.where(better, found.scores, best_s)
+                best_i = np.where(better, found.indices + offset, best_i)
+        scores[start:stop], indices[start:stop] = best_s, best_i
         if store and stop < n:
             store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
     if store:
@@ -80,13 +93,14 @@ def top_pairs_resumable(queries: np.ndarray, references: np.ndarray, k: int, *, 
     if saved is not None:
         done, best = int(saved["done"]), (saved["scores"], saved["query_indices"], saved["reference_indices"])
     for start, stop in _chunks(n, done, progress, "closest pairs"):
-        found = top_pairs(queries[start:stop], references, k, positive_only=positive_only, device=device,
-                          precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
-                          desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
-        s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
-                                                               found.reference_indices)))
-        order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
-        best = (s[order], q[order], r[order])
+        for offset, part in reference_parts(references):
+            found = top_pairs(queries[start:stop], part, k, positive_only=positive_only, device=device,
+                              precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
+                              desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
+            s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
+                                                                   found.reference_indices + offset)))
+            order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
+            best = (s[order], q[order], r[order])
         if store and stop < n:
             store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
     if store:

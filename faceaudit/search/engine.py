@@ -31,6 +31,21 @@ def exact_scores(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     return (q @ r.T).astype(np.float32)
 
 
+def exact_pair_scores(queries, references, query_rows, reference_rows) -> np.ndarray:
+    """The exact score of each pair (query_rows[i], reference_rows[i]): float64 products and sums of
+    the float32 vectors, rounded once to float32. ``references`` may be memory-mapped shards."""
+    a = np.asarray(queries[np.asarray(query_rows)], dtype=np.float64)
+    b = np.asarray(references[np.asarray(reference_rows)], dtype=np.float64)
+    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+
+
+def reference_parts(references) -> list[tuple[int, np.ndarray]]:
+    """(index of its first row, array) of each piece of a reference matrix: the array itself, or the
+    memory-mapped shards of a :class:`faceaudit.io.shards.RowArray`, searched one after the other."""
+    parts = getattr(references, "parts", None)
+    return list(parts()) if parts is not None else [(0, references)]
+
+
 # ---------------------------------------------------------------- plumbing
 
 def _check_inputs(queries, references, what: str = "search"):
@@ -106,14 +121,23 @@ def strict_matmul():
          cuda.allow_bf16_reduced_precision_reduction, torch.backends.cudnn.allow_tf32) = saved
 
 
+#: on CPU, the similarity tile stays about the size of a last-level cache (4096 x 1024 float32 = 16 MiB):
+#: a larger tile is written to and read back from main memory and its GEMM runs slower (see
+#: benchmarks/bench_index.py); FAISS's exact search uses the same 4096 x 1024 blocks
+CPU_TILE_REFERENCES = 1024
+
+
 def block_sizes(n_queries: int, n_references: int, memory_budget_bytes: int, dtype: torch.dtype = torch.float32,
-                ) -> tuple[int, int]:
-    """(query block, reference block) whose similarity tile, mask and temporaries fit the budget."""
+                device_type: str = "cpu") -> tuple[int, int]:
+    """(query block, reference block) whose similarity tile, mask and temporaries fit the budget;
+    on CPU the reference block is at most :data:`CPU_TILE_REFERENCES` (cache-sized tiles)."""
     tile_bytes = torch.finfo(dtype).bits // 8
     per_element = tile_bytes + 1 + 2  # tile, candidate mask, slack for the max/compare temporaries
     elements = max(int(memory_budget_bytes) // per_element, 1024)
     bq = min(n_queries, 4096, max(elements // 8192, 64))
     br = max(min(n_references, elements // bq), 1)
+    if device_type == "cpu":
+        br = min(br, CPU_TILE_REFERENCES)
     if br < n_references:  # multiples of 256 keep the matmul kernels on their fast paths
         br = max(256, br // 256 * 256) if br >= 512 else br
     return int(bq), int(br)
@@ -136,7 +160,7 @@ class Engine:
         if memory_budget_bytes <= 0:
             raise FaceauditError(f"memory budget must be > 0 bytes, got {memory_budget_bytes}")
         self.n, self.m = len(self.q_np), len(self.r_np)
-        self.bq, self.br = block_sizes(self.n, self.m, memory_budget_bytes, self.dtype)
+        self.bq, self.br = block_sizes(self.n, self.m, memory_budget_bytes, self.dtype, self.device.type)
         self.err = _error_bound(self.q_np, self.r_np, self.dtype)
         self.slack = _threshold_slack(self.dtype)
         self.progress, self.desc = progress, desc
@@ -145,6 +169,8 @@ class Engine:
         self.r32 = torch.from_numpy(self.r_np).to(dev)
         self.q = self.q32 if self.dtype == torch.float32 else self.q32.to(self.dtype)
         self.r = self.r32 if self.dtype == torch.float32 else self.r32.to(self.dtype)
+        # one tile buffer for the whole search: a fresh multi-MB tensor per tile costs page faults
+        self._tile_buffer = torch.empty(self.bq * self.br, dtype=self.dtype, device=dev)
 
     def blocks(self):
         total = math.ceil(self.n / self.bq) * math.ceil(self.m / self.br)
@@ -160,14 +186,15 @@ class Engine:
             bar.close()
 
     def tile(self, q0, q1, r0, r1) -> torch.Tensor:
-        return self.q[q0:q1] @ self.r[r0:r1].T
+        """The fast scores of queries q0:q1 x references r0:r1, in the reused tile buffer (valid
+        until the next call)."""
+        out = self._tile_buffer[:(q1 - q0) * (r1 - r0)].view(q1 - q0, r1 - r0)
+        return torch.mm(self.q[q0:q1], self.r[r0:r1].T, out=out)
 
     def exact(self, qi: torch.Tensor, ri: torch.Tensor) -> torch.Tensor:
         """Exact scores of the pairs (qi, ri): float64 products and sums, rounded once to float32."""
         if self.device.type == "cpu":  # numpy's float64 kernels are much faster than torch's on CPU
-            a = np.take(self.q_np, qi.numpy(), axis=0).astype(np.float64)
-            b = np.take(self.r_np, ri.numpy(), axis=0).astype(np.float64)
-            return torch.from_numpy(np.einsum("ij,ij->i", a, b).astype(np.float32))
+            return torch.from_numpy(exact_pair_scores(self.q_np, self.r_np, qi.numpy(), ri.numpy()))
         out = torch.empty(len(qi), dtype=torch.float32, device=self.device)
         step = 1 << 16
         for s in range(0, len(qi), step):

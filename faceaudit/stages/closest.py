@@ -20,6 +20,7 @@ from faceaudit import search
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.embeddings import EmbeddingSet
 from faceaudit.io.files import atomic_write
+from faceaudit.io.shards import ShardSet
 from faceaudit.stages.leakage import SEED, check_pair, loaded, sample_queries
 
 CLOSEST_RESULT_KEYS = ("rank", "similarity_score", "query_identity", "query_image_name", "query_path",
@@ -28,26 +29,32 @@ CLOSEST_METADATA_KEYS = ("input_file", "n_samples_compared", "top_global_matches
 PATHS_COLUMNS = ("query_path", "casia_path", "similarity_score")
 
 
-def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet, *, top: int = 100,
+def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, top: int = 100,
                   n_comparisons: int | None = None, seed: int = SEED, positive_only: bool = False,
                   device: str = "auto", precision: str = "fp32", memory_budget_bytes: int | None = None,
                   progress: bool = True, input_file: str | None = None,
-                  checkpoint: str | os.PathLike | None = None) -> dict:
+                  checkpoint: str | os.PathLike | None = None, index: str = "exact",
+                  options: search.IndexOptions | None = None) -> dict:
     """The ``top`` highest query x reference pairs as the paper's Top-K JSON document.
 
     Ties: score descending, then query row, then reference row. ``total_pairs_considered``
     is (queries compared) x (reference size); the original wrote queries x K.
-    ``checkpoint``: as in :func:`best_matches`.
+    ``checkpoint``: as in :func:`best_matches`. ``index``: another search backend: the K best
+    pairs among each query's K nearest it finds (:func:`faceaudit.search.top_pairs_index`).
     """
     if int(top) <= 0:
         raise FaceauditError(f"K (the number of closest pairs) must be > 0, got {top}")
     check_pair(query, reference)
     picked = np.sort(sample_queries(len(query), n_comparisons, seed,
                                     query.metadata.get("source_file", "query set")))
-    found = search.top_pairs_resumable(query.vectors[picked], reference.vectors, int(top),
-                                       positive_only=positive_only, checkpoint=checkpoint, device=device,
-                                       precision=precision, memory_budget_bytes=memory_budget_bytes,
-                                       progress=progress)
+    if index == "exact":
+        found = search.top_pairs_resumable(query.vectors[picked], reference.vectors, int(top),
+                                           positive_only=positive_only, checkpoint=checkpoint, device=device,
+                                           precision=precision, memory_budget_bytes=memory_budget_bytes,
+                                           progress=progress)
+    else:
+        found = search.top_pairs_index(index, query.vectors[picked], reference.vectors,
+                                       min(int(top), len(reference)), positive_only=positive_only, options=options)
     if len(found) < top:
         kind = "positive " if positive_only else ""
         warnings.warn(f"only {len(found)} {kind}pairs found, fewer than the {top} asked for", FaceauditWarning,
@@ -122,7 +129,8 @@ def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike
                 seed: int = SEED, device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
                 memory_budget_bytes: int | None = None, progress: bool = True,
                 input_label: str | None = None, paths_csv: bool = True,
-                query: EmbeddingSet | None = None, reference: EmbeddingSet | None = None) -> list[Path]:
+                query: EmbeddingSet | None = None, reference: EmbeddingSet | ShardSet | None = None,
+                index: str = "exact", options: search.IndexOptions | None = None) -> list[Path]:
     """The Top-K JSON ``<stem>_Top<K>Global_<n>.json`` and its paths CSV ``..._matches.csv``.
 
     ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
@@ -140,7 +148,8 @@ def run_closest(query_file: str | os.PathLike, reference_file: str | os.PathLike
                              positive_only=positive_only, device=device, precision=precision,
                              memory_budget_bytes=memory_budget_bytes, progress=progress,
                              input_file=input_label if input_label is not None else str(query_file),
-                             checkpoint=base.with_name(base.name + ".partial.npz"))
+                             checkpoint=base.with_name(base.name + ".partial.npz"), index=index,
+                             options=options)
     written = [write_closest_json(base.with_name(base.name + ".json"), document)]
     if paths_csv:
         written.append(write_paths_csv(base.with_name(base.name + "_matches.csv"), document))

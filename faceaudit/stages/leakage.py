@@ -21,8 +21,9 @@ import numpy as np
 
 from faceaudit import search
 from faceaudit.errors import FaceauditError, FaceauditWarning
-from faceaudit.io.embeddings import EmbeddingSet, load_embeddings
+from faceaudit.io.embeddings import EmbeddingSet
 from faceaudit.io.files import write_csv, write_json, write_scores
+from faceaudit.io.shards import ShardSet, load_reference_set
 from faceaudit.report.plots import plot_distributions, save_figure
 
 BEST_MATCH_COLUMNS = ("sample_index", "sample_identity", "sample_image_name", "best_match_index",
@@ -44,17 +45,18 @@ def load_query_and_reference(query_file: str | os.PathLike, reference_file: str 
                              log=print) -> tuple[EmbeddingSet, EmbeddingSet]:
     """Both embedding files, announced as the paper's CASIA scripts do."""
     log(f"Loading embeddings from {query_file}...")
-    query = load_embeddings(query_file)
+    query = load_reference_set(query_file)
     log(f"Loaded {len(query)} input embeddings")
     log(f"Loading embeddings from {reference_file}...")
-    reference = load_embeddings(reference_file)
+    reference = load_reference_set(reference_file)
     log(f"Loaded {len(reference)} CASIA embeddings")
     return query, reference
 
 
-def loaded(eset: EmbeddingSet | None, path: str | os.PathLike, skip_invalid: bool) -> EmbeddingSet:
-    """``eset`` when the caller already loaded ``path``, else ``path`` read now."""
-    return eset if eset is not None else load_embeddings(path, skip_invalid=skip_invalid)
+def loaded(eset: EmbeddingSet | ShardSet | None, path: str | os.PathLike,
+           skip_invalid: bool) -> EmbeddingSet | ShardSet:
+    """``eset`` when the caller already loaded ``path``, else ``path`` read now (a shard folder is mapped)."""
+    return eset if eset is not None else load_reference_set(path, skip_invalid=skip_invalid)
 
 
 def check_pair(query: EmbeddingSet, reference: EmbeddingSet) -> None:
@@ -95,21 +97,31 @@ def sample_queries(n_total: int, n: int | None, seed: int = SEED, source: str = 
     return np.asarray(indices, dtype=np.int64)
 
 
-def best_matches(query: EmbeddingSet, reference: EmbeddingSet, *, n_comparisons: int | None = None,
+def best_matches(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, n_comparisons: int | None = None,
                  seed: int = SEED, device: str = "auto", precision: str = "fp32",
                  memory_budget_bytes: int | None = None, progress: bool = True,
-                 checkpoint: str | os.PathLike | None = None) -> BestMatchResult:
+                 checkpoint: str | os.PathLike | None = None, index: str = "exact",
+                 options: search.IndexOptions | None = None) -> BestMatchResult:
     """Each sampled query's most similar reference image (exact; ties: lowest reference index).
 
     ``checkpoint``: a file path where finished chunks of a long search are saved, so that a
-    rerun resumes (:func:`faceaudit.search.best_match_resumable`).
+    rerun resumes (:func:`faceaudit.search.best_match_resumable`). ``index``: another search
+    backend (:func:`faceaudit.search.best_match_index`, with ``options``); queries it finds no
+    candidate for are left out, with a warning.
     """
     check_pair(query, reference)
     picked = sample_queries(len(query), n_comparisons, seed, query.metadata.get("source_file", "query set"))
-    found = search.best_match_resumable(query.vectors, reference.vectors, rows=picked, checkpoint=checkpoint,
-                                        device=device, precision=precision,
-                                        memory_budget_bytes=memory_budget_bytes, progress=progress)
-    return BestMatchResult(picked, found.scores, found.indices)
+    if index == "exact":
+        found = search.best_match_resumable(query.vectors, reference.vectors, rows=picked, checkpoint=checkpoint,
+                                            device=device, precision=precision,
+                                            memory_budget_bytes=memory_budget_bytes, progress=progress)
+        return BestMatchResult(picked, found.scores, found.indices)
+    found = search.best_match_index(index, query.vectors[picked], reference.vectors, options)
+    hit = found.indices >= 0
+    if not hit.all():
+        warnings.warn(f"--index {index}: no candidate found for {int((~hit).sum()):,} of {len(hit):,} queries; "
+                      "they are left out", FaceauditWarning, stacklevel=2)
+    return BestMatchResult(picked[hit], found.scores[hit], found.indices[hit])
 
 
 def best_match_rows(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet) -> Iterable[list]:
@@ -231,15 +243,16 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
                 n_comparisons: int | None = 10000, thresholds: Sequence[float] = (), seed: int = SEED,
                 device: str = "auto", precision: str = "fp32", skip_invalid: bool = False,
                 memory_budget_bytes: int | None = None, progress: bool = True,
-                query: EmbeddingSet | None = None, reference: EmbeddingSet | None = None,
-                return_scores: bool = False, flag_threshold: float | None = None):
+                query: EmbeddingSet | None = None, reference: EmbeddingSet | ShardSet | None = None,
+                return_scores: bool = False, flag_threshold: float | None = None, index: str = "exact",
+                options: search.IndexOptions | None = None):
     """Best matches of a sample of QUERY in REFERENCE: scores, CSV, KDE figure and summary files.
 
     Returns the summary with ``files`` (the paths written) added; with ``return_scores``,
     (summary, best-match scores).
     ``query``/``reference``: the sets already loaded from those files, so none is parsed twice.
     ``flag_threshold``: also write ``<stem>_identity_flags.csv`` (:func:`identity_flags`) and
-    list the flagged query identities in the summary.
+    list the flagged query identities in the summary. ``index``/``options``: as :func:`best_matches`.
     """
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"--n-comparisons must be > 0, got {n_comparisons}")
@@ -251,7 +264,7 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     base = out / f"{stem}_BestMatches_{n_label}"
     result = best_matches(query, reference, n_comparisons=n_comparisons, seed=seed, device=device,
                           precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
-                          checkpoint=base.with_name(base.name + ".partial.npz"))
+                          checkpoint=base.with_name(base.name + ".partial.npz"), index=index, options=options)
     files = [write_scores(base.with_name(base.name + ".txt"), result.scores),
              write_best_matches_csv(base.with_name(base.name + ".csv"), result, query, reference)]
     labelled = [(f"threshold {i + 1}" if len(thresholds) > 1 else "threshold", float(t))
@@ -264,6 +277,8 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     stats = summary(result.scores, [float(t) for t in thresholds], name=stem)
     stats["reference"] = str(reference_file)
     stats["reference_size"] = len(reference)
+    if index != "exact":
+        stats["index"] = index
     if flag_threshold is not None:
         flags = identity_flags(result, query, reference, flag_threshold)
         files.append(write_csv(out / f"{stem}_identity_flags.csv", IDENTITY_FLAG_COLUMNS,
