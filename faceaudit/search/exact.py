@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from faceaudit.errors import FaceauditError
-from faceaudit.search.engine import Engine, strict_matmul
+from faceaudit.search.engine import Engine
 
 
 @dataclass
@@ -85,27 +85,22 @@ def best_match(queries, references, *, device: str | torch.device = "auto", prec
         best[q0:q1] = torch.where(better, top, cur)
         best_idx[q0:q1] = torch.where(better, low, cur_idx)
 
-    with torch.inference_mode(), strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
+    def scan(start, stop):
+        for q0, q1, r0, r1 in eng.blocks(start, stop):
             tile = eng.tile(q0, q1, r0, r1)
-            fast_max, fast_arg = tile.max(dim=1)
-            row_max = fast_max.float()
-            # an entry can beat (or tie) the winner only if its fast score is within the bounds
+            # one pass over the tile: a row can beat (or tie) its winner only if its maximum is within the bound,
+            # and only its entries within twice the bound of that maximum can; after the first tiles that is
+            # rare, and only those rows are scanned (usually finding just their maximum)
+            row_max = tile.amax(dim=1).float()
+            live = row_max >= best[q0:q1] - err
+            if not bool(live.any()):
+                continue
             thr = torch.maximum(best[q0:q1] - err, row_max - 2 * err)
-            live = row_max >= thr
-            # usually the row maximum is the only candidate: look at the runner-up to be sure
-            ar = torch.arange(q1 - q0, device=dev)
-            tile[ar, fast_arg] = -math.inf
-            second = tile.amax(dim=1).float()
-            multi = live & (second >= thr)
-            single = torch.nonzero(live & ~multi).squeeze(1)
-            if single.numel():
-                absorb(q0, q1, r0, single, fast_arg[single])
-            if bool(multi.any()):
-                tile[ar, fast_arg] = fast_max
-                for rows, cols in eng.scan_rows(tile, torch.nonzero(multi).squeeze(1), thr, max_pairs):
-                    absorb(q0, q1, r0, rows, cols)
-            del tile
+            rows = None if bool(live.all()) else torch.nonzero(live).squeeze(1)
+            for cand_rows, cols in eng.scan_rows(tile, rows, thr, max_pairs):
+                absorb(q0, q1, r0, cand_rows, cols)
+
+    eng.run(scan)
     return BestMatches(best.cpu().numpy(), best_idx.cpu().numpy())
 
 
@@ -139,11 +134,12 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
     err = eng.err
     empty_f = torch.empty(0, dtype=torch.float32, device=dev)
     empty_l = torch.empty(0, dtype=torch.long, device=dev)
-    state = (empty_f, empty_l, empty_l)
     max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
     floor = -math.inf if not positive_only else -err
-    with torch.inference_mode(), strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
+
+    def scan(start, stop):  # each worker keeps its own top k; they are merged below
+        state = (empty_f, empty_l, empty_l)
+        for q0, q1, r0, r1 in eng.blocks(start, stop):
             tile = eng.tile(q0, q1, r0, r1)
             row_max = tile.amax(dim=1).float()
             kth = state[0][-1].item() if len(state[0]) == k else -math.inf
@@ -158,7 +154,11 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
                     keep = scores > 0
                     scores, qi, ri = scores[keep], qi[keep], ri[keep]
                 state = _merge_top(state, scores, qi, ri, k)
-            del tile
+        return state
+
+    state = (empty_f, empty_l, empty_l)
+    for found in eng.run(scan):
+        state = _merge_top(state, *found, k)
     s, q, r = state
     return TopPairs(s.cpu().numpy(), q.cpu().numpy(), r.cpu().numpy())
 
@@ -173,19 +173,32 @@ class Neighbours:
     indices: np.ndarray  # int64 (n, k)
 
 
+def _order_keys(scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """int64 keys that sort as (score descending, index ascending): the float32 score's bits made
+    monotonic in the high half, the index (< 2**32) in the low half."""
+    bits = scores.contiguous().view(torch.int32).long()
+    monotonic = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # the order of the floats, as integers
+    return ((-1 - monotonic) << 32) | indices  # -1 - monotonic fits 32 signed bits: no overflow
+
+
 def _merge_rows(best_s, best_i, rows, scores, cols, k):
-    """Merge candidates (rows, scores, cols) into each row's sorted top-k state, in place."""
-    n = best_s.shape[0]
-    all_rows = torch.cat([torch.arange(n, device=rows.device).repeat_interleave(k), rows])
-    all_s = torch.cat([best_s.reshape(-1), scores])
-    all_i = torch.cat([best_i.reshape(-1), cols])
-    order = torch.argsort(all_i, stable=True)  # then score desc, then row: three stable passes
-    order = order[torch.argsort(-all_s[order].double(), stable=True)]
-    order = order[torch.argsort(all_rows[order], stable=True)]
-    starts = torch.searchsorted(all_rows[order], torch.arange(n, device=rows.device))
-    take = (starts[:, None] + torch.arange(k, device=rows.device)).reshape(-1)  # every row has >= k entries
-    best_s.copy_(all_s[order[take]].reshape(n, k))
-    best_i.copy_(all_i[order[take]].reshape(n, k))
+    """Merge candidates (rows ascending, scores, cols) into each row's sorted top-k state, in place.
+
+    Each row's state and its candidates go side by side in one padded row; the k smallest order
+    keys of each row (:func:`_order_keys`) are its new state.
+    """
+    n, dev = best_s.shape[0], best_s.device
+    counts = torch.bincount(rows, minlength=n)
+    width = k + int(counts.max())
+    pad = 2 ** 32 - 1  # after every real index
+    dense_s = torch.full((n, width), -math.inf, dtype=torch.float32, device=dev)
+    dense_i = torch.full((n, width), pad, dtype=torch.long, device=dev)
+    dense_s[:, :k], dense_i[:, :k] = best_s, torch.where(best_i >= 0, best_i, pad)
+    position = torch.arange(len(rows), device=dev) - (torch.cumsum(counts, 0) - counts)[rows]
+    dense_s[rows, k + position], dense_i[rows, k + position] = scores, cols
+    keep = torch.topk(_order_keys(dense_s, dense_i), k, dim=1, largest=False, sorted=True).indices
+    best_s.copy_(torch.gather(dense_s, 1, keep))
+    best_i.copy_(torch.where(best_s > -math.inf, torch.gather(dense_i, 1, keep), -1))
 
 
 def top_k(queries, references, k: int, *, device: str | torch.device = "auto", precision: str = "fp32",
@@ -205,14 +218,28 @@ def top_k(queries, references, k: int, *, device: str | torch.device = "auto", p
     best_s = torch.full((eng.n, k), -math.inf, dtype=torch.float32, device=dev)
     best_i = torch.full((eng.n, k), -1, dtype=torch.long, device=dev)
     max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k * eng.bq)
-    with torch.inference_mode(), strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
+
+    def scan(start, stop):
+        for q0, q1, r0, r1 in eng.blocks(start, stop):
             tile = eng.tile(q0, q1, r0, r1)
-            kth_tile = torch.topk(tile, min(k, r1 - r0), dim=1).values[:, -1].float()
-            # an entry can enter the top k only if within the bounds of the k-th best so far and in this tile
-            thr = torch.maximum(best_s[q0:q1, -1] - err, kth_tile - 2 * err)
-            for rows, cols in eng.scan_rows(tile, None, thr, max_pairs):
-                scores = eng.exact(rows + q0, cols + r0)
-                _merge_rows(best_s[q0:q1], best_i[q0:q1], rows, scores, cols + r0, k)
-            del tile
+            kth_best = best_s[q0:q1, -1]
+            # one pass over the tile: only rows whose maximum reaches their k-th best so far can change
+            live = torch.nonzero(tile.amax(dim=1).float() >= kth_best - err).squeeze(1)
+            if live.numel() == 0:
+                continue
+            sub = tile.index_select(0, live)
+            # an entry can enter the top k only if within the bound of the k-th best so far; rows not yet
+            # holding k entries use this tile's k-th best instead (else every entry would be a candidate)
+            thr = kth_best[live] - err
+            fresh = torch.nonzero(thr == -math.inf).squeeze(1)
+            if fresh.numel():
+                kth_tile = torch.topk(sub.index_select(0, fresh), min(k, r1 - r0), dim=1).values[:, -1].float()
+                thr[fresh] = kth_tile - 2 * err
+            live_s, live_i = best_s[q0 + live], best_i[q0 + live]
+            for rows, cols in eng.scan_rows(sub, None, thr, max_pairs):
+                scores = eng.exact(live[rows] + q0, cols + r0)
+                _merge_rows(live_s, live_i, rows, scores, cols + r0, k)
+            best_s[q0 + live], best_i[q0 + live] = live_s, live_i
+
+    eng.run(scan)
     return Neighbours(best_s.cpu().numpy(), best_i.cpu().numpy())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faceaudit.errors import FaceauditError
-from faceaudit.search.engine import Engine, exact_pair_scores, reference_parts, strict_matmul
+from faceaudit.search.engine import Engine, exact_pair_scores, reference_parts
 
 _MATED_PAIRS = 1 << 15
 
@@ -86,8 +86,9 @@ def mated_ranks(probes, probe_codes, gallery, gallery_codes, *, device="auto", p
         mated = torch.from_numpy(probe_codes).to(eng.device)
         s_dev = torch.from_numpy(s_m).to(eng.device)
         hits, carry = hits.to(eng.device), carry.to(eng.device)
-        with torch.inference_mode(), strict_matmul():
-            for q0, q1, r0, r1 in eng.blocks():
+
+        def scan(start, stop, offset=offset, eng=eng, codes_dev=codes_dev, mated=mated, s_dev=s_dev):
+            for q0, q1, r0, r1 in eng.blocks(start, stop):
                 g0, g1 = offset + r0, offset + r1
                 tile = eng.tile(q0, q1, r0, r1)
                 hit = _tile_hits(eng, tile, q0, r0, s_dev[q0:q1], codes_dev[g0:g1], mated[q0:q1])
@@ -97,7 +98,8 @@ def mated_ranks(probes, probe_codes, gallery, gallery_codes, *, device="auto", p
                     carry[q0:q1] = hit[:, -1]
                     hit = hit[:, :-1]
                 hits[q0:q1] += hit.sum(dim=1)
-                del tile
+
+        eng.run(scan)
     return MatedRanks(s_m, hits.cpu().numpy() + 1)
 
 
