@@ -36,7 +36,7 @@ class IndexOptions:
     ivf_lists: int | None = None  # None: 4 * sqrt(references), at least 39 training rows per list
     ivf_probe: int = 32
     hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
+    hnsw_ef_construction: int = 40  # FAISS's default
     hnsw_ef_search: int = 128
 
 

@@ -41,11 +41,11 @@ def hamming_masks(bits: int, radius: int) -> np.ndarray:
     return np.concatenate(masks)
 
 
-def popcount(x: np.ndarray) -> np.ndarray:
-    """Ones in each (non-negative int64) entry, 16 bits at a time."""
-    out = np.zeros(x.shape, dtype=np.uint8)
-    for shift in range(0, 64, 16):
-        out += _POPCOUNT16[(x >> shift) & 0xFFFF]
+def popcount(x: np.ndarray, bits: int = 64) -> np.ndarray:
+    """Ones in each (non-negative int64) entry of at most ``bits`` bits, 16 bits at a time."""
+    out = _POPCOUNT16[x & 0xFFFF]
+    for shift in range(16, bits, 16):
+        out = out + _POPCOUNT16[(x >> shift) & 0xFFFF]
     return out
 
 
@@ -93,6 +93,14 @@ class LSHIndex(Index):
             out[s:s + len(block)] = signs.astype(np.int64) @ weights
         return out
 
+    def _distinct(self, probed: np.ndarray) -> np.ndarray:
+        """The distinct probed buckets, sorted (a presence table for up to 24 bits: faster than a sort)."""
+        if self.bits > 24:
+            return np.unique(probed)
+        present = np.zeros(1 << self.bits, dtype=bool)
+        present[probed] = True
+        return np.flatnonzero(present)
+
     def search(self, queries: np.ndarray, k: int) -> Neighbours:
         q = check_queries(queries, self.references.shape[1])
         codes = self.codes(q)
@@ -107,7 +115,7 @@ class LSHIndex(Index):
         q_t = torch.from_numpy(q)
         for b in range(0, len(q), _QUERY_BLOCK):
             rows = by_code[b:b + _QUERY_BLOCK]
-            probed = np.unique((codes[rows, None] ^ self.masks[None, :]).ravel())
+            probed = self._distinct((codes[rows, None] ^ self.masks[None, :]).ravel())
             pos = np.searchsorted(keys, probed)
             pos = pos[(pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == probed)]
             if pos.size == 0:
@@ -121,12 +129,13 @@ class LSHIndex(Index):
             for c in range(0, len(union), _UNION_COLUMNS):
                 cols = union[c:c + _UNION_COLUMNS]
                 block = q_t[rows] @ torch.from_numpy(np.ascontiguousarray(self.references[cols], np.float32)).T
-                outside = popcount(codes[rows, None] ^ union_codes[None, c:c + _UNION_COLUMNS]) > self.radius
-                block[torch.from_numpy(outside)] = -np.inf
-                s = torch.cat([best_s, block], dim=1)
-                i = torch.cat([best_i, torch.from_numpy(cols).expand(len(rows), -1)], dim=1)
-                best_s, top = torch.topk(s, min(k, s.shape[1]), dim=1)
-                best_i = torch.gather(i, 1, top)
+                outside = popcount(codes[rows, None] ^ union_codes[None, c:c + _UNION_COLUMNS], self.bits) > self.radius
+                block.masked_fill_(torch.from_numpy(outside), -np.inf)
+                top_s, top = torch.topk(block, min(k, block.shape[1]), dim=1)
+                s = torch.cat([best_s, top_s], dim=1)
+                i = torch.cat([best_i, torch.from_numpy(cols)[top]], dim=1)
+                best_s, keep = torch.topk(s, min(k, s.shape[1]), dim=1)
+                best_i = torch.gather(i, 1, keep)
             chosen = torch.where(torch.isfinite(best_s), best_i, -1).numpy()
             out[rows, :chosen.shape[1]] = chosen
         return out

@@ -1,0 +1,201 @@
+"""Search backends on face-like data, and exact search against FAISS's IndexFlatIP, in one run.
+
+    python benchmarks/bench_index.py            # 100k gallery x 10k probes x 512; exact vs FAISS at 10k x 50k
+    python benchmarks/bench_index.py --quick    # 20k x 2k; exact vs FAISS at 2k x 10k
+
+1. exact vs ``faiss.IndexFlatIP`` on the same random unit vectors, alternating runs, best of
+   ``--repeat``: the best match (k=1) and the 10 nearest; GFLOP/s = 2*n*m*d / time, and FAISS's
+   time / ours (>= 1: ours is at least as fast). Skipped without FAISS.
+2. every backend on face-like data (identities of 10 images whose mated cosine is ~0.55, as real
+   512-d face embeddings; each probe is another image of a gallery identity): build and search
+   time, recall@1 and recall@10 against exact search, and the peak memory the backend adds over
+   the data (VmHWM of a fresh process, reset after the data is made).
+3. exact identification (every probe's exact rank, :func:`faceaudit.search.mated_ranks`) against
+   ``best_match`` on the same gallery and probes.
+
+Prints the threads and the load average: on shared cores, read the ratios, not the seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from faceaudit import search  # noqa: E402
+from faceaudit.search import IndexOptions  # noqa: E402
+
+#: (label, --index, settings): the notebook's LSH, LSH with more tables, FAISS at its defaults and a cheaper IVF
+BACKENDS = [
+    ("exact", "exact", {}),
+    ("lsh 16 bits r3 (notebook)", "lsh", {"lsh_bits": 16, "lsh_radius": 3}),
+    ("lsh 16 bits r3 x 8 tables", "lsh", {"lsh_bits": 16, "lsh_radius": 3, "lsh_tables": 8}),
+    ("faiss-flat", "faiss-flat", {}),
+    ("faiss-ivf nprobe 8", "faiss-ivf", {"ivf_probe": 8}),
+    ("faiss-ivf nprobe 32", "faiss-ivf", {"ivf_probe": 32}),
+    ("faiss-hnsw M32 ef128", "faiss-hnsw", {}),
+]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def face_like(n_ids: int, per_id: int, n_probes: int, d: int, seed: int = 0):
+    """Gallery (identities in runs of ``per_id``), probes (another image each of the first
+    ``n_probes`` identities) and the gallery's identity codes. Noise 0.9: mated cosine ~ 0.55."""
+    rng = np.random.default_rng(seed)
+    centers = unit_rows(rng.standard_normal((n_ids, d), dtype=np.float32))
+    noise = 0.9 / np.sqrt(d)
+    gallery = unit_rows(np.repeat(centers, per_id, axis=0)
+                        + noise * rng.standard_normal((n_ids * per_id, d), dtype=np.float32))
+    probes = unit_rows(centers[:n_probes] + noise * rng.standard_normal((n_probes, d), dtype=np.float32))
+    return gallery, probes, np.repeat(np.arange(n_ids), per_id), np.arange(n_probes)
+
+
+def sizes(quick: bool) -> dict:
+    return ({"ids": 2_000, "probes": 2_000, "flat_q": 2_000, "flat_r": 10_000} if quick else
+            {"ids": 10_000, "probes": 10_000, "flat_q": 10_000, "flat_r": 50_000})
+
+
+def best_of(functions: dict, repeat: int) -> dict:
+    """Best-of-``repeat`` wall times, the functions run alternately after one warm-up each."""
+    for f in functions.values():
+        f()
+    times = {k: [] for k in functions}
+    for _ in range(repeat):
+        for k, f in functions.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: min(v) for k, v in times.items()}
+
+
+def part_exact_vs_faiss(quick: bool, repeat: int) -> None:
+    try:
+        import faiss
+    except ImportError:
+        print("1. exact vs faiss.IndexFlatIP: skipped (pip install 'faceaudit[faiss]')")
+        return
+    s = sizes(quick)
+    n, m, d = s["flat_q"], s["flat_r"], 512
+    rng = np.random.default_rng(1)
+    q, r = unit_rows(rng.standard_normal((n, d), dtype=np.float32)), unit_rows(rng.standard_normal((m, d), dtype=np.float32))
+    flat = faiss.IndexFlatIP(d)
+    flat.add(r)
+    t = best_of({"faiss1": lambda: flat.search(q, 1),
+                 "ours1": lambda: search.best_match(q, r, device="cpu", progress=False),
+                 "faiss10": lambda: flat.search(q, 10),
+                 "ours10": lambda: search.top_k(q, r, 10, device="cpu", progress=False)}, repeat)
+    same = np.array_equal(search.best_match(q, r, device="cpu", progress=False).indices, flat.search(q, 1)[1][:, 0])
+    gflop = 2.0 * n * m * d / 1e9
+    print(f"1. exact vs faiss.IndexFlatIP: {n:,} queries x {m:,} references x {d}, best of {repeat} alternating runs")
+    print(f"   {'':<34}{'time (s)':>10}{'GFLOP/s':>10}{'FAISS / ours':>14}")
+    for label, ours, theirs in (("best match (k=1)", "ours1", "faiss1"), ("10 nearest (k=10)", "ours10", "faiss10")):
+        print(f"   {'faiss.IndexFlatIP ' + label:<34}{t[theirs]:>10.3f}{gflop / t[theirs]:>10.1f}")
+        print(f"   {'faceaudit exact ' + label:<34}{t[ours]:>10.3f}{gflop / t[ours]:>10.1f}{t[theirs] / t[ours]:>13.2f}x")
+    print(f"   same best matches as FAISS: {same}")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def _run_backend(args) -> dict:
+    """In a fresh process: make the data, reset the peak-memory mark, build, search, measure."""
+    quick, kind, settings, truth = args
+    s = sizes(quick)
+    gallery, probes, _, _ = face_like(s["ids"], 10, s["probes"], 512)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+        base = _rss_kib("VmRSS:")
+    except OSError:
+        base = None
+    opts = IndexOptions(device="cpu", progress=False, **settings)
+    try:
+        t = time.perf_counter()
+        index = search.build_index(kind, gallery, opts)
+        built = time.perf_counter() - t
+        t = time.perf_counter()
+        found = index.search(probes, 10)
+        searched = time.perf_counter() - t
+    except Exception as exc:  # FAISS missing: reported, not fatal
+        return {"error": str(exc).splitlines()[0]}
+    recall1 = float(np.mean(found.indices[:, 0] == truth[:, 0]))
+    recall10 = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.indices.tolist(), truth.tolist())]))
+    memory = (_rss_kib("VmHWM:") - base) / 1024 if base is not None else float("nan")
+    return {"build": built, "search": searched, "recall1": recall1, "recall10": recall10, "memory": memory}
+
+
+def part_backends(quick: bool) -> None:
+    s = sizes(quick)
+    gallery, probes, _, _ = face_like(s["ids"], 10, s["probes"], 512)
+    truth = search.top_k(probes, gallery, 10, device="cpu", progress=False).indices
+    mated = np.mean(np.einsum("ij,ij->i", probes, gallery[np.arange(s["probes"]) * 10]))
+    print(f"\n2. backends: {len(gallery):,} gallery x {len(probes):,} probes x 512, face-like "
+          f"(10 images per identity, mean mated cosine {mated:.2f}); k = 10; each in a fresh process")
+    print(f"   {'backend':<28}{'build (s)':>10}{'search (s)':>11}{'recall@1':>10}{'recall@10':>10}{'memory (MiB)':>14}")
+    ctx = mp.get_context("spawn")
+    results = {}
+    for label, kind, settings in BACKENDS:
+        with ctx.Pool(1) as pool:
+            res = pool.apply(_run_backend, ((quick, kind, settings, truth),))
+        results[label] = res
+        if "error" in res:
+            print(f"   {label:<28}{res['error']}")
+            continue
+        print(f"   {label:<28}{res['build']:>10.2f}{res['search']:>11.2f}{res['recall1']:>10.4f}"
+              f"{res['recall10']:>10.4f}{res['memory']:>14.0f}")
+    exact = results["exact"]["build"] + results["exact"]["search"]
+    good = [(v["build"] + v["search"], k) for k, v in results.items()
+            if k != "exact" and "error" not in v and v["recall1"] >= 0.95]
+    if good:
+        t, label = min(good)
+        print(f"   fastest at recall@1 >= 0.95: {label}, {t:.2f} s with its build = {exact / t:.2f}x exact "
+              f"search ({exact:.2f} s)")
+    else:
+        print("   no approximate backend reached recall@1 >= 0.95 here")
+
+
+def part_identification(quick: bool, repeat: int) -> None:
+    s = sizes(quick)
+    gallery, probes, codes, probe_codes = face_like(s["ids"], 10, s["probes"], 512)
+    t = best_of({"best": lambda: search.best_match(probes, gallery, device="cpu", progress=False),
+                 "ranks": lambda: search.mated_ranks(probes, probe_codes, gallery, codes, device="cpu",
+                                                     progress=False)}, repeat)
+    ranks = search.mated_ranks(probes, probe_codes, gallery, codes, device="cpu", progress=False).ranks
+    print(f"\n3. exact identification, {len(probes):,} probes x {len(gallery):,} gallery images "
+          f"({s['ids']:,} identities): best_match {t['best']:.2f} s, exact ranks {t['ranks']:.2f} s "
+          f"= {t['ranks'] / t['best']:.2f}x best_match (rank-1 {np.mean(ranks == 1):.4f})")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20k gallery x 2k probes; exact vs FAISS at 2k x 10k")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs of parts 1 and 3 (best of)")
+    ap.add_argument("--skip", action="append", default=[], choices=("1", "2", "3"), help="skip a part")
+    args = ap.parse_args(argv)
+    import torch
+
+    print(f"bench_index: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    if "1" not in args.skip:
+        part_exact_vs_faiss(args.quick, args.repeat)
+    if "2" not in args.skip:
+        part_backends(args.quick)
+    if "3" not in args.skip:
+        part_identification(args.quick, args.repeat)
+    print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
