@@ -70,6 +70,64 @@ def _check_settings(ranks, knn, vote, open_set, gallery_file, split_images, gall
         raise FaceauditError(f"--open-set must be a fraction in (0, 1), got {open_set}")
 
 
+def _gallery_and_probes(data: EmbeddingSet, embeddings_file, gallery_file, split_images, gallery_per_identity,
+                        open_set, seed, skip_invalid):
+    """(gallery with each identity's images next to each other, probe rows of ``data``, split settings)."""
+    if gallery_file is not None:
+        gallery = load_reference_set(gallery_file, skip_invalid=skip_invalid)
+        if gallery.dim != data.dim:
+            raise FaceauditError(f"{gallery_file}: vectors have {gallery.dim} dimensions but {embeddings_file} "
+                                 f"has {data.dim}; both must come from the same model")
+        if isinstance(gallery, EmbeddingSet):  # shards are searched as written: identity_runs checks them
+            gallery = gallery.subset(np.argsort(gallery.identities, kind="stable"))
+        return gallery, np.arange(len(data)), {"mode": "gallery file", "gallery": str(gallery_file)}
+    if split_images:
+        s = ident.split_images(len(data), split_images, seed)
+        split = {"mode": "images", "gallery_fraction": split_images}
+    else:
+        s = ident.split_by_identity(data.identities, gallery_per_identity, open_set or 0.0, seed)
+        split = {"mode": "per identity", "gallery_per_identity": gallery_per_identity,
+                 "open_set_fraction": open_set or 0.0, "held_out_identities": [str(i) for i in s.held_out_identities]}
+    if len(s.gallery) == 0:
+        raise FaceauditError(f"{embeddings_file}: the gallery is empty")
+    gallery = data.subset(s.gallery[np.argsort(data.identities[s.gallery], kind="stable")])
+    return gallery, np.sort(np.concatenate([s.probes, s.held_out])), split
+
+
+def _exact_options(options: search.IndexOptions) -> dict:
+    return dict(device=options.device, precision=options.precision,
+                memory_budget_bytes=options.memory_budget_bytes, progress=options.progress)
+
+
+def _mated_ranks(index, probes, mated_codes, gallery, gallery_codes, cmc_ranks, options):
+    """(exact mated scores, ranks): exact ranks in one pass with ``exact``; otherwise ranks from
+    candidate lists deep enough for rank ``cmc_ranks`` (deeper ones: NOT_FOUND)."""
+    if index == "exact":
+        found = search.mated_ranks(probes, mated_codes, gallery.vectors, gallery_codes, **_exact_options(options))
+        return found.scores, found.ranks
+    first, count = identity_runs(gallery_codes)
+    depth = min(len(gallery), (cmc_ranks - 1) * int(count.max()) + 1)
+    found = search.search_index(index, probes, gallery.vectors, depth, options)
+    labels = np.where(found.indices >= 0, gallery_codes[np.maximum(found.indices, 0)], -1)
+    return (exact_mated_scores(probes, mated_codes, gallery.vectors, first, count),
+            ident.ranks_from_candidates(labels, found.scores, mated_codes))
+
+
+def _knn(index, data, voters, mated, mated_codes, gallery, gallery_codes, id_list, k, vote, options):
+    """KNN accuracy over ``voters`` (rows of ``data``; one without a gallery identity is an error) and
+    each row's voted identity."""
+    nb = search.search_index(index, data.vectors[voters], gallery.vectors, k, options)
+    predicted = ident.knn_vote(np.where(nb.indices >= 0, gallery_codes[np.maximum(nb.indices, 0)], -1),
+                               nb.scores, vote)
+    true_codes = np.full(len(voters), -1)
+    known = np.isin(voters, mated)
+    true_codes[known] = mated_codes[np.searchsorted(mated, voters[known])]
+    voted = np.full(len(data), "", dtype=object)
+    voted[voters] = id_list[predicted]
+    return ({"k": k, "vote": vote, "probes": len(voters), "accuracy": float(np.mean(predicted == true_codes))},
+            voted)
+
+
 def run_identify(embeddings_file: str | os.PathLike, *, gallery_file: str | os.PathLike | None = None,
                  gallery_per_identity: int = 1, split_images: float | None = None, ranks=None,
                  cmc_ranks: int = DEFAULT_CMC_RANKS, knn: int | None = None, vote: str = "majority",
@@ -89,30 +147,9 @@ def run_identify(embeddings_file: str | os.PathLike, *, gallery_file: str | os.P
     seed = options.seed
     data = embeddings if embeddings is not None else load_embeddings(embeddings_file, skip_invalid=skip_invalid)
 
-    # ---- gallery and probes
-    if gallery_file is not None:
-        gallery = load_reference_set(gallery_file, skip_invalid=skip_invalid)
-        if gallery.dim != data.dim:
-            raise FaceauditError(f"{gallery_file}: vectors have {gallery.dim} dimensions but {embeddings_file} "
-                                 f"has {data.dim}; both must come from the same model")
-        probes = np.arange(len(data))
-        split = {"mode": "gallery file", "gallery": str(gallery_file)}
-        id_list, gallery_codes = _gallery_codes(gallery)
-    else:
-        if split_images:
-            s = ident.split_images(len(data), split_images, seed)
-            split = {"mode": "images", "gallery_fraction": split_images}
-        else:
-            s = ident.split_by_identity(data.identities, gallery_per_identity, open_set or 0.0, seed)
-            split = {"mode": "per identity", "gallery_per_identity": gallery_per_identity,
-                     "open_set_fraction": open_set or 0.0,
-                     "held_out_identities": [str(i) for i in s.held_out_identities]}
-        if len(s.gallery) == 0:
-            raise FaceauditError(f"{embeddings_file}: the gallery is empty")
-        order = s.gallery[np.argsort(data.identities[s.gallery], kind="stable")]  # identities in runs
-        gallery = data.subset(order)
-        probes = np.sort(np.concatenate([s.probes, s.held_out]))
-        id_list, gallery_codes = _gallery_codes(gallery)
+    gallery, probes, split = _gallery_and_probes(data, embeddings_file, gallery_file, split_images,
+                                                 gallery_per_identity, open_set, seed, skip_invalid)
+    id_list, gallery_codes = _gallery_codes(gallery)
     split["seed"] = seed
     if len(gallery) == 0:
         raise FaceauditError("the gallery is empty")
@@ -138,47 +175,19 @@ def run_identify(embeddings_file: str | os.PathLike, *, gallery_file: str | os.P
                       "have no gallery image: left out of rank-k and CMC, used as the non-mated probes of DIR at "
                       "FPIR", FaceauditWarning, stacklevel=2)
 
-    # ---- closed set
     q = data.vectors
-    exact_opts = dict(device=options.device, precision=options.precision,
-                      memory_budget_bytes=options.memory_budget_bytes, progress=options.progress)
-    if index == "exact":
-        found = search.mated_ranks(q[mated], mated_codes, gallery.vectors, gallery_codes, **exact_opts)
-        mated_scores, mated_ranks = found.scores, found.ranks
-    else:
-        run_length = int(np.bincount(gallery_codes).max())
-        depth = min(len(gallery), (cmc_ranks - 1) * run_length + 1)
-        found = search.search_index(index, q[mated], gallery.vectors, depth, options)
-        labels = np.where(found.indices >= 0, gallery_codes[np.maximum(found.indices, 0)], -1)
-        mated_ranks = ident.ranks_from_candidates(labels, found.scores, mated_codes)
-        first, count = identity_runs(gallery_codes)
-        mated_scores = exact_mated_scores(q[mated], mated_codes, gallery.vectors, first, count)
+    mated_scores, mated_ranks = _mated_ranks(index, q[mated], mated_codes, gallery, gallery_codes, cmc_ranks, options)
     cmc = ident.cmc(mated_ranks, cmc_ranks)
     rank_rows = [[r, float(cmc[r - 1]), int(np.sum(mated_ranks <= r)), len(mated)] for r in ranks]
 
-    # ---- k nearest neighbours (every probe of the closed set; unknown identities count as errors)
-    knn_result, knn_pred = None, None
-    if knn is not None:
-        voters = mated if open_set else probes
-        nb = search.search_index(index, q[voters], gallery.vectors, knn, options)
-        labels = np.where(nb.indices >= 0, gallery_codes[np.maximum(nb.indices, 0)], -1)
-        predicted = ident.knn_vote(labels, nb.scores, vote)
-        truth = np.isin(voters, mated)
-        true_codes = np.full(len(voters), -1)
-        true_codes[truth] = mated_codes[np.searchsorted(mated, voters[truth])]
-        knn_result = {"k": knn, "vote": vote, "probes": len(voters),
-                      "accuracy": float(np.mean(predicted == true_codes))}
-        knn_pred = np.full(len(data), "", dtype=object)
-        knn_pred[voters] = id_list[predicted]
-
-    # ---- open set
+    knn_result, knn_pred = (None, None) if knn is None else _knn(
+        index, data, mated if open_set else probes, mated, mated_codes, gallery, gallery_codes, id_list, knn, vote,
+        options)
     open_rows, non_mated_best = [], None
     if len(non_mated):
-        if index == "exact":
-            best = search.best_match_resumable(q, gallery.vectors, rows=non_mated, **exact_opts)
-        else:
-            best = search.best_match_index(index, q[non_mated], gallery.vectors, options)
-        non_mated_best = best.scores
+        non_mated_best = (search.best_match_resumable(q, gallery.vectors, rows=non_mated, **_exact_options(options))
+                          if index == "exact" else search.best_match_index(index, q[non_mated], gallery.vectors,
+                                                                           options)).scores
         open_rows = ident.dir_at_fpir(mated_scores, mated_ranks, non_mated_best, fpirs)
         for row in open_rows:
             if not row["resolvable"]:
