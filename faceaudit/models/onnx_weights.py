@@ -51,13 +51,22 @@ def default_name_map(model: torch.nn.Module) -> dict[str, str]:
     return {key: key.replace(".", "_") for key in model.state_dict() if not key.endswith("num_batches_tracked")}
 
 
+def _squeezed(shape) -> tuple[int, ...]:
+    """A shape without its trailing 1s: PReLU slopes stored as ``[C,1,1]`` fit ``[C]``, scalars ``[1]``."""
+    shape = tuple(int(d) for d in shape)
+    while shape and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
 def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     """Copy the ONNX initializers of ``path`` into ``model`` in place, strictly on the model's side.
 
     Every state-dict entry (except BatchNorm's ``num_batches_tracked``, kept as is) must be
-    named by the mapping and filled from an initializer of the same number of elements
-    (PReLU slopes stored as ``[C,1,1]`` go into ``[C]``); a mapping key the model lacks, a
-    missing initializer or a size mismatch is a :class:`FaceauditError`. Initializers the
+    named by the mapping and filled from an initializer of the same shape, up to trailing 1s
+    (PReLU slopes stored as ``[C,1,1]`` go into ``[C]``). The first mapped initializer, in the
+    mapping's order, that is absent or shaped otherwise is named in a one-line
+    :class:`FaceauditError`, as is a mapping that does not cover the model. Initializers the
     mapping does not name are not loaded: they are returned, sorted, as ``"unused"`` for the
     caller to judge (``load_model`` refuses a file that has any).
     Returns ``{"loaded": n, "unused": [initializer names]}``.
@@ -65,21 +74,25 @@ def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     tensors = read_initializers(path)
     mapping = model.onnx_name_map() if hasattr(model, "onnx_name_map") else default_name_map(model)
     state = model.state_dict()
-    missing = [f"{key} <- {name}" for key, name in mapping.items() if name not in tensors]
     unmapped = [key for key in state if key not in mapping and not key.endswith("num_batches_tracked")]
     unknown = [key for key in mapping if key not in state]
-    if missing or unmapped or unknown:
-        detail = "; ".join(missing[:3] + [f"{k} has no initializer" for k in unmapped[:3]]
+    if unmapped or unknown:  # the module's own mapping is wrong, whatever the file
+        detail = "; ".join([f"{k} has no initializer" for k in unmapped[:3]]
                            + [f"{k} is not in the model" for k in unknown[:3]])
         raise FaceauditError(f"{path}: weights do not fit {type(model).__name__} ({detail})")
+    differing = [(key, name) for key, name in mapping.items()
+                 if name not in tensors or _squeezed(tensors[name].shape) != _squeezed(state[key].shape)]
+    if differing:
+        key, name = differing[0]
+        what = (f"has no initializer {name}" if name not in tensors else
+                f"initializer {name} has shape {list(tensors[name].shape)}, {type(model).__name__}.{key} "
+                f"needs {list(state[key].shape)}")
+        raise FaceauditError(f"{path}: weights do not fit {type(model).__name__}: {what} "
+                             f"(the first of {len(differing)} of {len(mapping)} initializers that differ)")
     new_state = dict(state)  # num_batches_tracked stays; every other entry is replaced below
     for key, name in mapping.items():
         target = state[key]
-        array = tensors[name]
-        if array.size != target.numel():
-            raise FaceauditError(f"{path}: initializer {name} has shape {list(array.shape)}, "
-                                 f"{type(model).__name__}.{key} needs {list(target.shape)}")
-        new_state[key] = torch.from_numpy(np.array(array, copy=True)).reshape(target.shape).to(target.dtype)
+        new_state[key] = torch.from_numpy(np.array(tensors[name], copy=True)).reshape(target.shape).to(target.dtype)
     model.load_state_dict(new_state, strict=True)
     used = set(mapping.values())
     return {"loaded": len(mapping), "unused": sorted(n for n in tensors if n not in used)}
