@@ -31,18 +31,28 @@ def import_onnx(what: str = "ONNX weight files"):
     return onnx
 
 
-def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
-    onnx = import_onnx()
-    from onnx import numpy_helper
-
+def read_onnx_model(path: str | os.PathLike, what: str = "ONNX weight files"):
+    """The ONNX ``ModelProto`` at ``path``; a missing or unreadable file is a one-line error naming it."""
+    onnx = import_onnx(what)
     path = Path(path)
     if not path.is_file():
-        raise FaceauditError(f"{path}: ONNX weight file not found")
+        raise FaceauditError(f"{path}: ONNX file not found")
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
+    from onnx import numpy_helper
+
+    model = read_onnx_model(path)
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
@@ -84,11 +94,11 @@ def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
                  if name not in tensors or _squeezed(tensors[name].shape) != _squeezed(state[key].shape)]
     if differing:
         key, name = differing[0]
-        what = (f"has no initializer {name}" if name not in tensors else
-                f"initializer {name} has shape {list(tensors[name].shape)}, {type(model).__name__}.{key} "
-                f"needs {list(state[key].shape)}")
-        raise FaceauditError(f"{path}: weights do not fit {type(model).__name__}: {what} "
-                             f"(the first of {len(differing)} of {len(mapping)} initializers that differ)")
+        needed = f"{type(model).__name__}.{key} needs {list(state[key].shape)}"
+        what = (f"it has no initializer {name} ({needed})" if name not in tensors else
+                f"initializer {name} has shape {list(tensors[name].shape)}, {needed}")
+        raise FaceauditError(f"{path}: weights do not fit {type(model).__name__}: {what}; "
+                             f"{len(differing)} of the {len(mapping)} initializers it needs differ")
     new_state = dict(state)  # num_batches_tracked stays; every other entry is replaced below
     for key, name in mapping.items():
         target = state[key]
@@ -102,23 +112,26 @@ ORT_MISSING = ("onnxruntime is needed for {what}; install it with: pip install '
                "(or: pip install onnxruntime)")
 
 
+def import_onnxruntime(what: str = "running an ONNX model"):
+    try:
+        import onnxruntime  # noqa: PLC0415  (optional extra, imported on use)
+    except ImportError:
+        raise FaceauditError(ORT_MISSING.format(what=what)) from None
+    return onnxruntime
+
+
 def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX model",
-                        threads: int | None = None):
-    """An onnxruntime CPU session on ``path`` with every input/output dimension made dynamic.
+                        threads: int | None = None, providers: list[str] | None = None, model=None):
+    """An onnxruntime session on ``path`` with every input/output dimension made dynamic.
 
     Old exporters fix the batch (and image) size in the graph and list initializers as
     graph inputs; both are undone in memory (the file is not touched), so batches and any
-    image size run, and onnxruntime can fold constants. Needs ``onnx`` and ``onnxruntime``.
+    image size run, and onnxruntime can fold constants. ``model``: the file's ``ModelProto``
+    when already read (it is changed in place). ``providers``: onnxruntime execution
+    providers (default: the CPU). Needs ``onnx`` and ``onnxruntime``.
     """
-    try:
-        import onnxruntime as ort  # noqa: PLC0415  (optional extra)
-    except ImportError:
-        raise FaceauditError(ORT_MISSING.format(what=what)) from None
-    onnx = import_onnx(what)
-    path = Path(path)
-    if not path.is_file():
-        raise FaceauditError(f"{path}: ONNX file not found")
-    model = onnx.load(str(path))
+    ort = import_onnxruntime(what)
+    model = read_onnx_model(path, what) if model is None else model
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     real_inputs = [i for i in graph.input if i.name not in initializers]
@@ -138,4 +151,8 @@ def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own errors: an invalid graph, an unknown operator, ...
+        raise FaceauditError(f"{path}: onnxruntime cannot run it ({type(exc).__name__}: {_first_line(exc)})") from None
