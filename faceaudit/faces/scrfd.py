@@ -84,7 +84,7 @@ class SCRFDDetector(OnnxDetector):
 
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """Faces in ``rgb`` (HxWx3 uint8) as ``(N, 15)`` rows, best score first."""
-        rgb = as_rgb(rgb)
+        rgb = as_rgb(rgb)  # once, not at every size
         for side in self.sides:
             faces = self.detect_at(rgb, side)
             if len(faces):
@@ -93,6 +93,7 @@ class SCRFDDetector(OnnxDetector):
 
     def detect_at(self, rgb: np.ndarray, side: int) -> np.ndarray:
         """Faces in ``rgb`` scaled to a longer side of ``side`` pixels, in the photo's pixels."""
+        rgb = as_rgb(rgb)
         height, width = rgb.shape[:2]
         image = resized(rgb, side / max(height, width))
         h, w = image.shape[:2]
