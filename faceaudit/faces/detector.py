@@ -1,6 +1,6 @@
 """What every ONNX face detector shares: a lazily opened onnxruntime session, the check that a
-file is the detector it claims to be, resizing a photo for detection, and the aligner that warps
-the largest face onto the ArcFace template."""
+file is the detector it claims to be, detection on a resized and padded photo, and the aligner that
+warps the largest face onto the ArcFace template."""
 from __future__ import annotations
 
 import os
@@ -10,20 +10,25 @@ import numpy as np
 from PIL import Image
 
 from faceaudit.errors import FaceauditError
-from faceaudit.faces.geometry import align_face, as_rgb
+from faceaudit.faces.geometry import align_face, as_rgb, nms
 
 
 class OnnxDetector:
     """A detector run through onnxruntime; picklable (the session is opened lazily, once per process).
 
-    Subclasses set ``kind`` (its name in messages), implement :meth:`detect` and
-    :meth:`output_problem` (what in the session's outputs says the file is another model).
+    Subclasses set ``kind`` (its name in messages) and implement :meth:`detect` (usually through
+    :meth:`detect_scaled`), :meth:`blob`, :meth:`decode` and :meth:`output_problem` (what in the
+    session's outputs says the file is another model).
     """
 
     kind = "face"
 
-    def __init__(self, model_path: str | os.PathLike):
+    def __init__(self, model_path: str | os.PathLike, score_threshold: float, nms_threshold: float,
+                 top_k: int | None = None):
         self.model_path = Path(model_path)
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.top_k = top_k
         self._session = None
 
     def __getstate__(self):
@@ -59,19 +64,28 @@ class OnnxDetector:
         """Faces in ``rgb`` (HxWx3 uint8) as ``(N, 15)`` rows: x, y, w, h, 5 landmarks (x, y), score."""
         raise NotImplementedError
 
+    def blob(self, image: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
+        """The network's (1, 3, pad_h, pad_w) float32 input for an HxWx3 uint8 ``image`` at its top left."""
+        raise NotImplementedError
 
-def resized(rgb: np.ndarray, factor: float) -> np.ndarray:
-    """``rgb`` scaled by ``factor`` (PIL bilinear; at least 1 pixel a side)."""
-    if factor == 1.0:
-        return rgb
-    height, width = rgb.shape[:2]
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+    def decode(self, outputs: list[np.ndarray], pad_w: int, pad_h: int) -> np.ndarray:
+        """The raw outputs -> ``(N, 15)`` rows above ``score_threshold``, in the padded input's pixels."""
+        raise NotImplementedError
 
-
-def padded_side(side: int, multiple: int = 32) -> int:
-    """``side`` rounded up to a multiple of ``multiple`` (what strided detectors need)."""
-    return -(-side // multiple) * multiple
+    def detect_scaled(self, rgb: np.ndarray, factor: float) -> np.ndarray:
+        """Faces in ``rgb`` scaled by ``factor`` and padded to multiples of 32, best first after NMS,
+        in the photo's pixels."""
+        height, width = rgb.shape[:2]
+        if factor != 1.0:
+            size = (max(1, round(width * factor)), max(1, round(height * factor)))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        h, w = rgb.shape[:2]
+        pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32
+        faces = self.decode(self.run(self.blob(rgb, pad_h, pad_w)), pad_w, pad_h)
+        if len(faces) > 1:
+            faces = faces[nms(faces[:, :4], faces[:, 14], self.nms_threshold, self.top_k)]
+        faces[:, :14] /= np.array([w / width, h / height] * 7)  # back to the photo's pixels
+        return faces
 
 
 class FaceAligner:

@@ -26,8 +26,8 @@ import os
 import numpy as np
 
 from faceaudit.errors import FaceauditError
-from faceaudit.faces.detector import FaceAligner, OnnxDetector, padded_side, resized
-from faceaudit.faces.geometry import as_rgb, nms
+from faceaudit.faces.detector import FaceAligner, OnnxDetector
+from faceaudit.faces.geometry import as_rgb
 
 SCRFD_FILE = "scrfd_500m_bnkps.onnx"
 STRIDES = (8, 16, 32)
@@ -69,9 +69,7 @@ class SCRFDDetector(OnnxDetector):
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.5, nms_threshold: float = 0.4,
                  sides: tuple[int, ...] = SIDES):
-        super().__init__(model_path)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
+        super().__init__(model_path, score_threshold, nms_threshold)
         self.sides = tuple(sides)
 
     def output_problem(self, outputs: list[tuple[str, list]]) -> str:
@@ -94,17 +92,16 @@ class SCRFDDetector(OnnxDetector):
     def detect_at(self, rgb: np.ndarray, side: int) -> np.ndarray:
         """Faces in ``rgb`` scaled to a longer side of ``side`` pixels, in the photo's pixels."""
         rgb = as_rgb(rgb)
-        height, width = rgb.shape[:2]
-        image = resized(rgb, side / max(height, width))
+        return self.detect_scaled(rgb, side / max(rgb.shape[:2]))
+
+    def blob(self, image: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
         h, w = image.shape[:2]
-        pad_h, pad_w = padded_side(h), padded_side(w)
         blob = np.full((1, 3, pad_h, pad_w), -127.5 / 128, dtype=np.float32)  # black padding
         blob[0, :, :h, :w] = (image.transpose(2, 0, 1).astype(np.float32) - 127.5) / 128
-        faces = decode_scrfd(self.run(blob), pad_w, pad_h, self.score_threshold)
-        if len(faces) > 1:
-            faces = faces[nms(faces[:, :4], faces[:, 14], self.nms_threshold)]
-        faces[:, :14] /= np.array([w / width, h / height] * 7)  # back to the photo's pixels
-        return faces
+        return blob
+
+    def decode(self, outputs: list[np.ndarray], pad_w: int, pad_h: int) -> np.ndarray:
+        return decode_scrfd(outputs, pad_w, pad_h, self.score_threshold)
 
 
 class SCRFDAligner(FaceAligner):

@@ -23,8 +23,8 @@ import os
 import numpy as np
 
 from faceaudit.errors import FaceauditError
-from faceaudit.faces.detector import FaceAligner, OnnxDetector, padded_side, resized
-from faceaudit.faces.geometry import as_rgb, nms
+from faceaudit.faces.detector import FaceAligner, OnnxDetector
+from faceaudit.faces.geometry import as_rgb
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 STRIDES = (8, 16, 32)
@@ -69,10 +69,7 @@ class YuNetDetector(OnnxDetector):
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, top_k: int = 5000, min_side: int = 160, max_side: int = 640):
-        super().__init__(model_path)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.top_k = top_k
+        super().__init__(model_path, score_threshold, nms_threshold, top_k)
         self.min_side = min_side
         self.max_side = max_side
 
@@ -85,24 +82,23 @@ class YuNetDetector(OnnxDetector):
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """Faces in ``rgb`` (HxWx3 uint8) as ``(N, 15)`` rows, best score first."""
         rgb = as_rgb(rgb)
-        height, width = rgb.shape[:2]
-        longest = max(height, width)
+        longest = max(rgb.shape[:2])
         factor = 1.0
         if longest > self.max_side:
             factor = self.max_side / longest
         elif longest < self.min_side:
             factor = self.min_side / longest
-        image = resized(rgb, factor)
+        return self.detect_scaled(rgb, factor)
+
+    def blob(self, image: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
         h, w = image.shape[:2]
-        pad_h, pad_w = padded_side(h), padded_side(w)
         blob = np.zeros((1, 3, pad_h, pad_w), dtype=np.float32)
         blob[0, :, :h, :w] = image[:, :, ::-1].transpose(2, 0, 1)  # RGB -> BGR, HWC -> CHW
+        return blob
+
+    def decode(self, outputs: list[np.ndarray], pad_w: int, pad_h: int) -> np.ndarray:
         names = [o.name for o in self.session.get_outputs()]
-        faces = decode_yunet(dict(zip(names, self.run(blob))), pad_w, pad_h, self.score_threshold)
-        if len(faces) > 1:
-            faces = faces[nms(faces[:, :4], faces[:, 14], self.nms_threshold, self.top_k)]
-        faces[:, :14] /= np.array([w / width, h / height] * 7)  # back to the photo's pixels
-        return faces
+        return decode_yunet(dict(zip(names, outputs)), pad_w, pad_h, self.score_threshold)
 
 
 class YuNetAligner(FaceAligner):

@@ -50,9 +50,9 @@ def _first_line(exc: BaseException) -> str:
 
 def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
+    model = read_onnx_model(path)
     from onnx import numpy_helper
 
-    model = read_onnx_model(path)
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
