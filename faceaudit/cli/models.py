@@ -51,8 +51,10 @@ def _run_models(args) -> int:
         else:
             pixel = {1.0: "p", 1 / 255: "p/255"}.get(spec.scale, f"p*{spec.scale:g}")
             norm = f"{spec.channel_order} ({pixel}-{spec.mean:g})/{spec.std:g}"
-        rows.append((spec.name, str(spec.embedding_dim), "x".join(map(str, spec.input_size)), norm,
-                     spec.weights_file or "any file via --weights",
+        size, dim = "x".join(map(str, spec.input_size)), str(spec.embedding_dim)
+        if spec.weights_loader == "onnxruntime":  # read from the file given
+            size, dim, norm = "graph", "file", "read from the graph"
+        rows.append((spec.name, dim, size, norm, spec.weights_file or "any file via --weights",
                      status(spec.weights_file, by_file.get(spec.weights_file))))
     header = ("arch", "dim", "input", "preprocessing", "weights file", f"in {args.models_dir}/")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
