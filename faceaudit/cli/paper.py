@@ -25,6 +25,8 @@ def add(sub) -> None:
                    help="leakage table: share of sampled images whose best match is >= T (default: 0.4 0.5 0.6)")
     p.add_argument("--formats", nargs="+", choices=("png", "pdf", "svg"), default=["png", "pdf"],
                    help="figure formats (default: png pdf)")
+    p.add_argument("--no-figures", dest="formats", action="store_const", const=[],
+                   help="tables, cross-checks and page only (seconds instead of a minute)")
     p.add_argument("--strict", action="store_true", help=f"exit with code {FAILED_CHECK_EXIT} if any cross-check fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_paper)

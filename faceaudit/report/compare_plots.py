@@ -88,15 +88,15 @@ def forest_plot(labels: Sequence[str], series: Mapping[str, tuple[np.ndarray, np
     for index, (name, (points, lower, upper)) in enumerate(series.items()):
         points, lower, upper = (np.asarray(v, dtype=np.float64) for v in (points, lower, upper))
         offset = 0.0 if single else (index - (len(series) - 1) / 2) * 0.22
-        colors = ([EMPHASIS_COLOR if label in emphasised else BASE_COLOR for label in labels] if single
-                  else [OVERLAY_COLORS[index % len(OVERLAY_COLORS)]] * len(labels))
+        colors = np.array([EMPHASIS_COLOR if single and label in emphasised else
+                           BASE_COLOR if single else OVERLAY_COLORS[index % len(OVERLAY_COLORS)] for label in labels])
         error = np.vstack([points - lower, upper - points])
         error = np.where(np.isfinite(error), np.maximum(error, 0.0), 0.0)
-        for row, point, err, color in zip(rows + offset, points, error.T, colors):
-            ax.errorbar(point, row, xerr=err.reshape(2, 1), fmt=markers[index % len(markers)], color=color,
-                        markersize=5, capsize=3, linewidth=1.4)
-        if not single:
-            ax.plot([], [], markers[index % len(markers)], color=colors[0], label=name)
+        for color in dict.fromkeys(colors):
+            rows_of = colors == color
+            ax.errorbar(points[rows_of], rows[rows_of] + offset, xerr=error[:, rows_of],
+                        fmt=markers[index % len(markers)], color=color, markersize=5, capsize=3, linewidth=1.4,
+                        linestyle="none", label=None if single else name)
         if single and value_format is not None:
             for row, point, lo, hi in zip(rows, points, lower, upper):
                 bounds = f" [{value_format(lo)}, {value_format(hi)}]" if np.isfinite([lo, hi]).all() else ""

@@ -22,7 +22,7 @@ from faceaudit.report.page import Page, write_table
 from faceaudit.report.plots import kde_curve, save_figure
 from faceaudit.stages.leakage import compare_embeddings_figure, summary
 from faceaudit.stages.paper_checks import CHECK_COLUMNS, FAIL, run_checks, summary_lines
-from faceaudit.stages.paper_data import INTERVAL_METRICS, DatasetResults, Results, read_folders, source_name
+from faceaudit.stages.paper_data import INTERVAL_METRICS, Results, read_folders, source_name
 
 DEFAULT_THRESHOLDS = (0.4, 0.5, 0.6)
 FORMATS = ("png", "pdf")
@@ -146,16 +146,28 @@ def forest_figures(results: Results, out: Path, formats: Sequence[str]) -> list[
 # ---------------------------------------------------------------- the page
 
 def _sources(paths: Sequence[Path], results: Results) -> str:
-    """Source files by folder: 'paper/Best_Matches/*_BestMatches_*.csv (17 files)' or one name."""
+    """Source files, grouped by folder and kind: 'paper/Best_Matches/{dataset}_BestMatches_{n}.csv
+    (17 files)'; one or two files are named in full."""
     names = sorted(source_name(p, results) for p in paths)
     if len(names) <= 2:
         return ", ".join(names)
     groups: dict[str, int] = {}
     for name in names:
         folder, _, file = name.rpartition("/")
-        pattern = re.sub(r"^.+?(_BestMatches_|_Top\d+Global_)\d+", r"*\1*", file)
+        pattern = re.sub(r"^.+?(_BestMatches_|_Top\d+Global_)\d+", r"{dataset}\1{n}", file)
         groups[f"{folder}/{pattern}"] = groups.get(f"{folder}/{pattern}", 0) + 1
     return ", ".join(f"{g} ({n} file{'s' if n > 1 else ''})" if n > 1 else g for g, n in groups.items())
+
+
+def files_table(results: Results) -> tuple[list[str], list[list[str]]]:
+    """Which file each dataset's numbers came from."""
+    rows = []
+    for d in sorted(results.datasets.values(), key=lambda d: d.name.lower()):
+        intervals = sorted({i.path for i in d.intervals.values()})
+        rows.append([d.name, *(source_name(f.path, results) if f else "" for f in (d.best, d.closest)),
+                     ", ".join(source_name(p, results) for p in intervals),
+                     source_name(d.mated, results) if d.mated else ""])
+    return ["dataset", "best matches", "top-K pairs", "intervals", "mated scores"], rows
 
 
 def build_page(results: Results, tables: dict, figures: dict, checks, check_lines: list[str]) -> Page:
@@ -173,15 +185,17 @@ def build_page(results: Results, tables: dict, figures: dict, checks, check_line
     if figures["overlay"]:
         page.figure(figures["overlay"][0], caption="Best-match densities of all datasets",
                     source=_sources(best_files, results))
-    if figures["forest"]:
+    header, rows, sources = tables["intervals"]
+    if rows:
         page.heading("Verification metrics with 95% confidence intervals")
-        for title, files, sources in figures["forest"]:
-            page.figure(files[0], caption=title, source=_sources(sources, results))
-        header, rows, sources = tables["intervals"]
+        for title, files, figure_sources in figures["forest"]:
+            page.figure(files[0], caption=title, source=_sources(figure_sources, results))
         page.table(header, rows, source=_sources(sources, results))
     page.heading("Cross-checks of the data")
     page.text("\n\n".join(check_lines))
     page.table(CHECK_COLUMNS, [c.row() for c in checks], source="the files named in each row")
+    page.heading("Files read, per dataset")
+    page.table(*files_table(results))
     if figures["per_dataset"]:
         page.heading("Best-match density per dataset, as compare_embeddings.py draws it")
         for name, files in figures["per_dataset"].items():
@@ -196,13 +210,14 @@ def run_paper(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike =
               progress: bool = True, echo: Callable[[str], None] = print) -> dict:
     """Read every folder, check the data, write the tables, figures and page.
 
-    Returns ``{"checks": [Check, ...], "failed": n, "leakage": (header, rows), "files": [...]}``.
+    ``formats=()`` draws no figure: tables, checks and page only, in seconds. Returns
+    ``{"checks": [Check, ...], "failed": n, "leakage": (header, rows), "files": [...]}``.
     """
     thresholds = [float(t) for t in thresholds]
     if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
         raise FaceauditError(f"thresholds must be cosine similarities in [-1, 1], got {thresholds}")
     unknown = [f for f in formats if f not in ("png", "pdf", "svg")]
-    if unknown or not formats:
+    if unknown:
         raise FaceauditError(f"figure formats must be png, pdf or svg, got {list(formats)}")
     out = Path(out_dir)
     results = read_folders(folders, skip={out.resolve()})
@@ -223,8 +238,10 @@ def run_paper(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike =
         files += write_table(out / "intervals", interval_header, interval_rows)
     files += write_table(out / "checks", CHECK_COLUMNS, [c.row() for c in checks])
 
-    per_dataset, overlay = best_match_figures(results, stats, out / "figures", formats, progress)
-    forest = forest_figures(results, out / "figures", formats)
+    per_dataset, overlay, forest = {}, [], []
+    if formats:
+        per_dataset, overlay = best_match_figures(results, stats, out / "figures", formats, progress)
+        forest = forest_figures(results, out / "figures", formats)
     files += overlay + [f for fs in per_dataset.values() for f in fs] + [f for _, fs, _ in forest for f in fs]
     page = build_page(results, tables, {"overlay": overlay, "forest": forest, "per_dataset": per_dataset},
                       checks, check_lines)
