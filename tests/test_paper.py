@@ -93,7 +93,8 @@ def test_cross_checks_pass_with_the_counts_computed_here(published, capsys):
                                          - float(r["similarity"])) <= 1e-6]
         assert len(found) == len(above)
         if above:
-            assert coverage[name].startswith(f"{len(above)} of {len(above)} {name} pairs above the 100th score")
+            pairs = "pairs" if len(above) > 1 else "pair"
+            assert coverage[name].startswith(f"{len(above)} of {len(above)} {name} {pairs} above the 100th score")
         else:
             assert coverage[name].startswith("no sampled best match above the 100th score")
     assert coverage["CemiFace"].startswith("10 of 10 CemiFace pairs above the 100th score (0.8262)")

@@ -109,13 +109,16 @@ def best_match_figures(results: Results, stats: dict[str, dict], out: Path, form
                        progress: bool) -> tuple[dict[str, list[Path]], list[Path]]:
     """Each dataset's best-match KDE as ``compare_embeddings.py`` draws it, and one overlay of all
     (in the order of ``stats``, the leakage table's)."""
-    curves, per_dataset = {}, {}
+    curves, per_dataset, used = {}, {}, set()
     for name in tqdm(stats, desc="best-match figures", unit="dataset", disable=not progress, file=sys.stderr):
         best = results.datasets[name].best
         curves[name] = kde_curve(best.scores)
         fig = compare_embeddings_figure(best.scores, name, best.path.name, curve=curves[name])
-        per_dataset[name] = save_figure(fig, out / "best_matches" / f"{_file_stem(name)}_BestMatches_{best.n_in_name}",
-                                        formats=formats)
+        stem = f"{_file_stem(name)}_BestMatches_{best.n_in_name}"
+        while stem in used:  # two names that differ only in characters a file name cannot hold
+            stem += "_"
+        used.add(stem)
+        per_dataset[name] = save_figure(fig, out / "best_matches" / stem, formats=formats)
     overlay = []
     if curves:
         notes = {name: f"p99 {stats[name]['q99']:.3f}, max {stats[name]['max']:.3f}" for name in curves}
@@ -170,6 +173,11 @@ def files_table(results: Results) -> tuple[list[str], list[list[str]]]:
     return ["dataset", "best matches", "top-K pairs", "intervals", "mated scores"], rows
 
 
+def _shown(files: Sequence[Path]) -> Path:
+    """The file a page shows of one figure: PNG or SVG (browsers show them), else the first."""
+    return next((f for f in files if f.suffix in (".png", ".svg")), files[0])
+
+
 def build_page(results: Results, tables: dict, figures: dict, checks, check_lines: list[str]) -> Page:
     page = Page("Beyond Real Faces: figures and tables from published results")
     page.text("Read from: " + "; ".join(f"{label} ({folder})" for label, folder in results.folders)
@@ -183,13 +191,13 @@ def build_page(results: Results, tables: dict, figures: dict, checks, check_line
     header, rows, best_files, closest_files = tables["leakage"]
     page.table(header, rows, source=_sources(best_files + closest_files, results))
     if figures["overlay"]:
-        page.figure(figures["overlay"][0], caption="Best-match densities of all datasets",
+        page.figure(_shown(figures["overlay"]), caption="Best-match densities of all datasets",
                     source=_sources(best_files, results))
     header, rows, sources = tables["intervals"]
     if rows:
         page.heading("Verification metrics with 95% confidence intervals")
         for title, files, figure_sources in figures["forest"]:
-            page.figure(files[0], caption=title, source=_sources(figure_sources, results))
+            page.figure(_shown(files), caption=title, source=_sources(figure_sources, results))
         page.table(header, rows, source=_sources(sources, results))
     page.heading("Cross-checks of the data")
     page.text("\n\n".join(check_lines))
@@ -199,7 +207,7 @@ def build_page(results: Results, tables: dict, figures: dict, checks, check_line
     if figures["per_dataset"]:
         page.heading("Best-match density per dataset, as compare_embeddings.py draws it")
         for name, files in figures["per_dataset"].items():
-            page.figure(files[0], caption=name, source=source_name(results.datasets[name].best.path, results))
+            page.figure(_shown(files), caption=name, source=source_name(results.datasets[name].best.path, results))
     return page
 
 

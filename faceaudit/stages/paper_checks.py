@@ -152,7 +152,8 @@ def top_k_coverage(d: DatasetResults) -> Check:
                             for i, key in zip(above, map(tuple, b.pairs[above].tolist()))])
     found = differences <= SCORE_TOLERANCE
     tied = ~found & (b.scores[above] <= kth + SCORE_TOLERANCE)
-    detail = (f"{int(found.sum())} of {len(above)} {d.name} pairs above the {_ordinal(k)} score ({kth:.4f}) found "
+    detail = (f"{int(found.sum())} of {len(above)} {d.name} pair{'s' if len(above) > 1 else ''} above the "
+              f"{_ordinal(k)} score ({kth:.4f}) found "
               f"in its top-{k} with the same score (largest difference {differences[found].max(initial=0.0):.1e})")
     if tied.any():
         detail += f"; {int(tied.sum())} missing within {SCORE_TOLERANCE:g} of the {_ordinal(k)} score (a tie)"

@@ -58,7 +58,7 @@ class BestMatchFile:
     header: list[str]
     sample_index: np.ndarray  # int64
     scores: np.ndarray        # float64
-    pairs: np.ndarray         # str (rows, 4): sample identity, sample image, match identity, match image
+    pairs: np.ndarray         # object (rows, 4): sample identity, sample image, match identity, match image
 
 
 @dataclass
@@ -155,7 +155,7 @@ def read_best_matches(path: str | os.PathLike) -> BestMatchFile:
     if not columns["similarity"]:
         raise FaceauditError(f"{path}: no rows")
     pairs = np.array([columns[c] for c in ("sample_identity", "sample_image_name", "best_match_identity",
-                                           "best_match_image_name")], dtype=str).T
+                                           "best_match_image_name")], dtype=object).T
     return BestMatchFile(path, int(match["n"]), header, _numbers(path, columns, "sample_index", np.int64),
                          _numbers(path, columns, "similarity", np.float64), pairs)
 
