@@ -17,6 +17,7 @@ from faceaudit.io.embeddings import EmbeddingSet, save_embeddings
 from faceaudit.report.compare_plots import OVERLAY_COLORS, forest_plot, overlay_style
 from faceaudit.stages import closest, leakage, variability
 from faceaudit.stages.paper_checks import FAIL, PASS, run_checks
+from faceaudit.stages.paper import run_paper
 from faceaudit.stages.paper_data import read_folders
 
 THRESHOLDS = (0.4, 0.5, 0.6)
@@ -312,3 +313,15 @@ def test_the_per_dataset_figure_is_compare_embeddings_one():
     assert ax.get_title() == "Distribution of Best Match Similarities\n(50 samples from X.json)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "X (n=50)", f"Mean (0.400 ± {scores.std():.3f}) = 0.4000"]
+
+
+def test_metrics_without_bootstrap_and_an_infinite_fdr(tmp_path):
+    """Our variability CSV may have blank CI bounds (--bootstrap 0) and FDR = inf (no spread)."""
+    analysis = variability.analyze_scores(np.full(20, 0.5), np.full(30, 0.25), bootstrap=0)
+    variability.write_metrics_csv(tmp_path / "run" / "Metrics" / variability.CSV_NAME,
+                                  [variability.metrics_row("flat", analysis)])
+    result = run_paper([tmp_path / "run"], tmp_path / "out", formats=("png",), progress=False, echo=print)
+    assert result["failed"] == 0
+    row = _rows(tmp_path / "out" / "intervals.csv")[0]
+    assert row["fdr"] == "inf" and row["eer lower"] == "nan" and float(row["gmean"]) == 0.5
+    assert (tmp_path / "out" / "figures" / "forest_fdr.png").is_file()

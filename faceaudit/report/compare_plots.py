@@ -74,10 +74,11 @@ def forest_plot(labels: Sequence[str], series: Mapping[str, tuple[np.ndarray, np
                 value_format: Callable[[float], str] | None = None, log: bool = False):
     """Point values with horizontal interval bars, one row per label, the first label on top.
 
-    ``series``: name -> (points, lower, upper) arrays aligned with ``labels`` (NaN bounds draw a
-    point alone). One series is drawn in blue, its labels in ``emphasised`` in orange, and each
-    row is annotated with "value [lower, upper]" (``value_format``); several series (e.g. genuine
-    and impostor means) get a marker each and a legend.
+    ``series``: name -> (points, lower, upper) arrays aligned with ``labels``; NaN bounds draw a
+    point alone, a non-finite point (or one <= 0 on a ``log`` axis) only its text. One series is
+    drawn in blue, its labels in ``emphasised`` in orange, and each row is annotated with
+    "value [lower, upper]" (``value_format``); several series (e.g. genuine and impostor means)
+    get a marker each and a legend.
     """
     labels = list(labels)
     emphasised = set(emphasised)
@@ -85,6 +86,7 @@ def forest_plot(labels: Sequence[str], series: Mapping[str, tuple[np.ndarray, np
     fig, ax = plt.subplots(figsize=(9, 0.38 * len(labels) + 1.6))
     markers = ("o", "s", "D", "^")
     single = len(series) == 1
+    drawn = False
     for index, (name, (points, lower, upper)) in enumerate(series.items()):
         points, lower, upper = (np.asarray(v, dtype=np.float64) for v in (points, lower, upper))
         offset = 0.0 if single else (index - (len(series) - 1) / 2) * 0.22
@@ -92,8 +94,10 @@ def forest_plot(labels: Sequence[str], series: Mapping[str, tuple[np.ndarray, np
                            BASE_COLOR if single else OVERLAY_COLORS[index % len(OVERLAY_COLORS)] for label in labels])
         error = np.vstack([points - lower, upper - points])
         error = np.where(np.isfinite(error), np.maximum(error, 0.0), 0.0)
+        drawable = np.isfinite(points) & ((points > 0) if log else True)  # e.g. FDR = inf: text only
+        drawn |= drawable.any()
         for color in dict.fromkeys(colors):
-            rows_of = colors == color
+            rows_of = (colors == color) & drawable
             ax.errorbar(points[rows_of], rows[rows_of] + offset, xerr=error[:, rows_of],
                         fmt=markers[index % len(markers)], color=color, markersize=5, capsize=3, linewidth=1.4,
                         linestyle="none", label=None if single else name)
@@ -108,7 +112,7 @@ def forest_plot(labels: Sequence[str], series: Mapping[str, tuple[np.ndarray, np
         if label in emphasised:
             tick.set_fontweight("bold")
     ax.set_ylim(-0.7, len(labels) - 0.3)
-    if log:
+    if log and drawn:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_title(title)

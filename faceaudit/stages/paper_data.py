@@ -125,24 +125,30 @@ class Results:
 
 # ---------------------------------------------------------------- single files
 
-def _numbers(path: Path, columns: dict[str, list[str]], column: str, dtype) -> np.ndarray:
-    """A column as numbers; a cell that is not a finite number (an integer for int dtypes) is an
-    error naming the file, line and column."""
-    values = columns[column]
+def _numbers(path: Path, columns: dict[str, list[str]], column: str, dtype=np.float64, *,
+             blank_is_nan: bool = False, finite: bool = True) -> np.ndarray:
+    """A column as numbers. A cell that is not a number (an integer for int dtypes; finite unless
+    ``finite=False``; blank allowed, as NaN, with ``blank_is_nan``) is an error naming the file,
+    line and column."""
+    values = [v if v.strip() or not blank_is_nan else "nan" for v in columns[column]]
+    integer = np.issubdtype(dtype, np.integer)
     try:
         out = np.array(values, dtype=np.float64)
     except ValueError:
         out = None
-    if out is not None and np.isfinite(out).all() and (dtype is np.float64 or (out == np.round(out)).all()):
-        return out.astype(dtype)
-    for line, value in enumerate(values, 2):  # only on error: name the line
+    if out is not None:
+        ok = np.isfinite(out) | (np.isnan(out) if blank_is_nan else False) | (np.isinf(out) if not finite else False)
+        if ok.all() and (not integer or (out == np.round(out)).all()):
+            return out.astype(dtype)
+    for line, (value, cell) in enumerate(zip(values, columns[column]), 2):  # only on error: name the line
         try:
             number = float(value)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or (dtype is not np.float64 and number != round(number)):
-            raise FaceauditError(f"{path}:{line}: {column} is {value!r}, not a finite "
-                                 f"{'number' if dtype is np.float64 else 'integer'}")
+            number = None
+        if number is None or (math.isnan(number) and cell.strip()) or (math.isinf(number) and finite) \
+                or (integer and number != round(number)):
+            raise FaceauditError(f"{path}:{line}: {column} is {cell!r}, not a "
+                                 f"{'finite ' if finite else ''}{'integer' if integer else 'number'}")
     raise FaceauditError(f"{path}: unreadable {column} column")
 
 
@@ -157,7 +163,7 @@ def read_best_matches(path: str | os.PathLike) -> BestMatchFile:
     pairs = np.array([columns[c] for c in ("sample_identity", "sample_image_name", "best_match_identity",
                                            "best_match_image_name")], dtype=object).T
     return BestMatchFile(path, int(match["n"]), header, _numbers(path, columns, "sample_index", np.int64),
-                         _numbers(path, columns, "similarity", np.float64), pairs)
+                         _numbers(path, columns, "similarity"), pairs)
 
 
 def read_closest(path: str | os.PathLike) -> ClosestFile:
@@ -172,16 +178,16 @@ def read_closest(path: str | os.PathLike) -> ClosestFile:
 
 
 def _interval_rows(path: Path, table: dict[str, list[str]], metrics: dict[str, tuple[str, str, str]],
-                   blank_bounds: bool) -> dict[str, dict[str, Interval]]:
-    """dataset -> metric -> Interval; with ``blank_bounds`` a blank bound column (no bootstrap) is NaN."""
+                   ours: bool) -> dict[str, dict[str, Interval]]:
+    """dataset -> metric -> Interval. ``ours``: a blank bound (no bootstrap) is NaN, and an infinite
+    value (FDR when both score spreads are 0) is kept."""
     names = table["Dataset"]
     if len(set(names)) != len(names):
         raise FaceauditError(f"{path}: a dataset appears twice in the Dataset column")
     rows: dict[str, dict[str, Interval]] = {}
     for key, (point, lower, upper) in metrics.items():
-        points = _numbers(path, table, point, np.float64)
-        bounds = [np.full(len(names), np.nan) if blank_bounds and not any(table[column])
-                  else _numbers(path, table, column, np.float64) for column in (lower, upper)]
+        points, *bounds = (_numbers(path, table, column, blank_is_nan=ours and column != point,
+                                    finite=not ours) for column in (point, lower, upper))
         for name, p, lo, hi in zip(names, points.tolist(), bounds[0].tolist(), bounds[1].tolist()):
             rows.setdefault(name, {})[key] = Interval(p, lo, hi, path)
     return rows
