@@ -14,7 +14,7 @@ def add(sub) -> None:
                     "Control10k_mated_similarities.txt) and/or the outputs of 'faceaudit leakage', 'closest' and "
                     "'variability' (files are found by name in each folder and its direct sub-folders). Writes "
                     "leakage_table.csv/.md, intervals.csv/.md, checks.csv/.md, figures/ (per-dataset best-match "
-                    "KDEs, their overlay, forest plots of the 95%% intervals) and paper_results.md/.html.",
+                    "KDEs, their overlay, forest plots of the 95% intervals) and paper_results.md/.html.",
         epilog="Exit codes: 0 done (failed cross-checks are reported), 1 with --strict when a cross-check "
                "failed, 2 unreadable input.")
     p.add_argument("folders", type=Path, nargs="+", metavar="DATA_DIR",

@@ -181,13 +181,15 @@ def _shown(files: Sequence[Path]) -> Path:
 def build_page(results: Results, tables: dict, figures: dict, checks, check_lines: list[str]) -> Page:
     page = Page("Beyond Real Faces: figures and tables from published results")
     page.text("Read from: " + "; ".join(f"{label} ({folder})" for label, folder in results.folders)
-              + f". {len(results.datasets)} datasets. Datasets of the second and later folders are drawn "
-                "thicker (overlay) and in orange (interval plots).")
+              + f". {len(results.datasets)} datasets."
+              + (" Datasets of the second and later folders are drawn thicker (overlay) and in orange "
+                 "(interval plots)." if len(results.folders) > 1 else ""))
     page.heading("Leakage: best match of each sampled image in the reference set")
     page.text("median, p99 and max: the sampled images' best-match similarities (99th percentile by linear "
               "interpolation); share >= t: the fraction of sampled images whose best match scores at least t; "
               "top-1, K-th: the highest and the K-th score of the global top-K pairs over the whole dataset; "
-              "reference identities in top K: distinct reference (CASIA-WebFace) identities among those K pairs.")
+              "reference identities in top K: distinct reference (CASIA-WebFace) identities among those K pairs. "
+              "Sorted by p99, highest first.")
     header, rows, best_files, closest_files = tables["leakage"]
     page.table(header, rows, source=_sources(best_files + closest_files, results))
     if figures["overlay"]:
@@ -196,6 +198,8 @@ def build_page(results: Results, tables: dict, figures: dict, checks, check_line
     header, rows, sources = tables["intervals"]
     if rows:
         page.heading("Verification metrics with 95% confidence intervals")
+        page.text("fmr100 and fmr1000 are pyeer's names for the FNMR at FMR = 1% and 0.1%; gmean and imean "
+                  "the genuine (mated) and impostor (non-mated) mean similarity; fdr the Fisher discriminant ratio.")
         for title, files, figure_sources in figures["forest"]:
             page.figure(_shown(files), caption=title, source=_sources(figure_sources, results))
         page.table(header, rows, source=_sources(sources, results))

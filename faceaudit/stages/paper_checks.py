@@ -52,8 +52,8 @@ def schema_best_matches(d: DatasetResults) -> Check:
     rows, distinct = len(b.scores), len(np.unique(b.sample_index))
     columns_ok = b.header == list(BEST_MATCH_COLUMNS)
     in_range = bool(np.all(np.abs(b.scores) <= 1 + SCORE_TOLERANCE)) and bool(np.all(b.sample_index >= 0))
-    detail = (f"{len(b.header)} columns {'as published' if columns_ok else f'{b.header}, not {list(BEST_MATCH_COLUMNS)}'}"
-              f"; {rows:,} rows, {distinct:,} distinct sample_index; similarity in "
+    columns = "as published" if columns_ok else f"{b.header}, not {list(BEST_MATCH_COLUMNS)}"
+    detail = (f"{len(b.header)} columns {columns}; {rows:,} rows, {distinct:,} distinct sample_index; similarity in "
               f"[{b.scores.min():.4f}, {b.scores.max():.4f}]")
     return _check("schema", b.path.name, columns_ok and distinct == rows and in_range, detail)
 
