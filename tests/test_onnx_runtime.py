@@ -162,16 +162,21 @@ def test_embed_resume_and_errors_file_work_as_for_every_model(tmp_path):
 
 # ---------------------------------------------------------------- real models through onnxruntime
 
-def test_real_models_through_onnxruntime_equal_our_modules():
-    faces = torch.from_numpy(orl_faces(subjects=range(1, 5), shots=(1, 2)).transpose(0, 3, 1, 2).astype(np.float32))
-    for arch, weights, mean_std in (("arcface-mbf", real_model("arcface-mbf"), (127.5, 127.5)),
-                                    ("sface", real_model("sface"), (0.0, 1.0))):
-        ours, info = load_model(arch, weights, "cpu")
-        runtime, read = load_model("onnx", weights, "cpu")
-        assert (read["mean"], read["std"], read["input_size"], read["embedding_dim"]) == \
-            (*mean_std, [112, 112], info["embedding_dim"])
-        x = (faces - read["mean"]) / read["std"]
-        with torch.no_grad():
-            a = ours((faces - info["mean"]) / info["std"]).numpy()
-            b = runtime(x).numpy()
-        assert cosine(a, b).min() > 1 - 1e-6, (arch, cosine(a, b).min())
+def test_arcface_mbf_through_onnxruntime_equals_our_module():
+    weights = real_model("arcface-mbf")
+    faces = orl_faces(subjects=range(1, 5), shots=(1, 2)).transpose(0, 3, 1, 2).astype(np.float32)
+    ours, _ = load_model("arcface-mbf", weights, "cpu")
+    runtime, read = load_model("onnx", weights, "cpu")
+    assert (read["mean"], read["std"], read["input_size"], read["embedding_dim"]) == (127.5, 127.5, [112, 112], 512)
+    x = torch.from_numpy((faces - 127.5) / 127.5)
+    with torch.no_grad():
+        assert cosine(ours(x).numpy(), runtime(x).numpy()).min() > 1 - 1e-6
+
+
+def test_sfaces_graph_normalises_itself_so_it_gets_raw_pixels():
+    from faceaudit.models.onnx_runtime import graph_preprocessing
+    from faceaudit.models.onnx_weights import read_onnx_model
+
+    path = real_model("sface")
+    read = graph_preprocessing(read_onnx_model(path), path)  # starts with Sub(127.5), Mul(1/128)
+    assert read == {"input_size": [112, 112], "channel_order": "RGB", "scale": 1.0, "mean": 0.0, "std": 1.0}
