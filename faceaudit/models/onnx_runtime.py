@@ -68,30 +68,26 @@ class OnnxRuntimeModel(torch.nn.Module):
     reopened when that changes.
     """
 
-    def __init__(self, path: str | os.PathLike, providers: list, session=None, output: str | None = None):
+    def __init__(self, path: str | os.PathLike, providers: list, session, output: str):
         super().__init__()
         self.path = Path(path)
         self.providers = providers
+        self.output = output  # the name of the graph's embedding output
         self._session = session
-        self._threads = torch.get_num_threads() if session is not None else None
-        self.output = output
+        self._threads = torch.get_num_threads()
 
     @property
     def session(self):
-        if self._session is None or self._threads != torch.get_num_threads():
+        if self._threads != torch.get_num_threads():
             self._threads = torch.get_num_threads()
             self._session = onnxruntime_session(self.path, what=_WHAT, threads=self._threads,
                                                 providers=self.providers)
         return self._session
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of the graph for one float32 NCHW batch."""
-        session = self.session
-        return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)})
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        names = [o.name for o in self.session.get_outputs()]
-        out = self.run(x.detach().float().cpu().numpy())[names.index(self.output)]
+        session = self.session
+        batch = np.ascontiguousarray(x.detach().float().cpu().numpy())  # NCHW, whatever x's memory format
+        (out,) = session.run([self.output], {session.get_inputs()[0].name: batch})
         return torch.from_numpy(out).to(x.device)
 
 
