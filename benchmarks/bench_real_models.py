@@ -1,6 +1,6 @@
 """The real offline models on this machine: our PyTorch modules vs onnxruntime, same batch, same run.
 
-    python benchmarks/bench_real_models.py [--models arcface-mbf sface] [--batch 64] [--repeats 5]
+    python benchmarks/bench_real_models.py [--models arcface-mbf sface] [--batch 64] [--repeats 10]
                                            [--models-dir Models] [--device cpu] [--quick]
 
 For each model (InsightFace's ArcFace MobileFaceNet ``arcface-mbf`` and OpenCV's SFace), its
@@ -9,14 +9,17 @@ model is skipped with a message when that fails, e.g. offline). Inputs are real 
 ../shared/data/orl is present, else random pixels (throughput does not depend on content),
 preprocessed as the model's spec says. onnxruntime runs the same file with its batch dimension
 made dynamic; both use every core this process may use. Prints images/second, best of
-``--repeats`` timed runs after one warm-up, their ratio, and how far apart the two outputs are
-on that batch (largest absolute difference, smallest cosine). ``--quick``: batch 16, 2 repeats.
+``--repeats`` timed runs after one warm-up (the two take turns, so that the load of a shared
+machine falls on both alike), their ratio, and how far apart the two outputs are on that batch
+(largest absolute difference, smallest cosine). The CPU time per image (this process, all
+threads) is steadier than img/s on a loaded machine. ``--quick``: batch 16, 2 repeats.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -47,14 +50,24 @@ def faces(batch: int) -> tuple[np.ndarray, str]:
     return rng.uniform(0, 255, size=(batch, 3, 112, 112)).astype(np.float32), "random pixels"
 
 
-def best_rate(run, batch: int, repeats: int) -> float:
-    run()  # warm-up
-    times = []
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def best_rates(runs, batch: int, repeats: int) -> list[tuple[float, float]]:
+    """(images per second, CPU milliseconds per image) of each run, best of ``repeats``; the runs
+    take turns, so that a shared machine's load falls on both alike."""
+    for run in runs:
+        run()  # warm-up
+    wall, cpu = [float("inf")] * len(runs), [float("inf")] * len(runs)
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return batch / min(times)
+        for i, run in enumerate(runs):
+            start, start_cpu = time.perf_counter(), _cpu_seconds()
+            run()
+            wall[i] = min(wall[i], time.perf_counter() - start)
+            cpu[i] = min(cpu[i], _cpu_seconds() - start_cpu)
+    return [(batch / w, 1000 * c / batch) for w, c in zip(wall, cpu)]
 
 
 def bench(name: str, pixels: np.ndarray, args) -> str:
@@ -85,12 +98,12 @@ def bench(name: str, pixels: np.ndarray, args) -> str:
 
     ours, theirs = run_torch().float().cpu().numpy(), run_ort()
     cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
-    torch_rate = best_rate(run_torch, len(x), args.repeats)
-    ort_rate = best_rate(run_ort, len(x), args.repeats)
+    (torch_rate, torch_cpu), (ort_rate, ort_cpu) = best_rates([run_torch, run_ort], len(x), args.repeats)
     return (f"{name}: 112x112 -> {spec.embedding_dim}-D\n"
-            f"  torch module ({args.device}): {torch_rate:8.1f} img/s\n"
-            f"  onnxruntime (cpu):   {ort_rate:8.1f} img/s\n"
-            f"  torch / onnxruntime: {torch_rate / ort_rate:.2f}x;  largest |difference| "
+            f"  torch module ({args.device}): {torch_rate:8.1f} img/s, {torch_cpu:6.1f} CPU ms/img\n"
+            f"  onnxruntime (cpu):   {ort_rate:8.1f} img/s, {ort_cpu:6.1f} CPU ms/img\n"
+            f"  torch / onnxruntime: {torch_rate / ort_rate:.2f}x img/s, {ort_cpu / torch_cpu:.2f}x by CPU time;  "
+            f"largest |difference| "
             f"{np.abs(ours - theirs).max():.1e} (outputs up to {np.abs(theirs).max():.1f}), "
             f"smallest cosine {cos.min():.7f}")
 
@@ -99,7 +112,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["arcface-mbf", "sface"], help="default: arcface-mbf sface")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models-dir", type=Path, default=REPO / "Models")
     parser.add_argument("--device", default="cpu", help="device for the torch modules (cpu, cuda)")
     parser.add_argument("--quick", action="store_true", help="batch 16, 2 repeats")
