@@ -51,7 +51,6 @@ class ModelSpec:
             "std": self.std,
         }
 
-
     def with_preprocessing(self, info: dict) -> "ModelSpec":
         """This spec with the embedding size and preprocessing a loaded model reports in ``info``
         (:func:`faceaudit.models.load_model`): ``--arch onnx`` reads them from its file."""
