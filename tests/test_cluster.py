@@ -171,13 +171,15 @@ def test_dbscan_on_the_graph_equals_dbscan_on_all_pairs():
 
     rng = np.random.default_rng(6)
     vectors, _ = identity_blobs(rng, 10, 6, 24, 0.8)
-    outliers = rng.normal(size=(5, 24)).astype(np.float32)
+    outliers = rng.normal(size=(7, 24)).astype(np.float32)
     vectors = np.vstack([vectors, outliers / np.linalg.norm(outliers, axis=1, keepdims=True)])
-    threshold = 0.45
+    vectors[-4:] = vectors[-1]  # four copies of an outlier: a cluster only if distance 0 counts
+    threshold = 0.5
     ours = clustering.cluster(vectors, "dbscan", threshold=threshold, k=len(vectors), min_samples=4, device="cpu",
                               progress=False)
     reference = DBSCAN(eps=1 - threshold, min_samples=4, metric="cosine").fit_predict(vectors)
-    assert ours.settings["noise"] == int((reference < 0).sum()) > 0
+    assert ours.settings["noise"] == int((reference < 0).sum()) == 3
+    assert len(set(ours.labels[-4:].tolist())) == 1
     assert partition(ours.labels) == partition(clustering.relabel(reference))
 
 

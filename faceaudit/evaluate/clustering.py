@@ -63,10 +63,9 @@ class KnnGraph:
     k: int
     threshold: float
 
-    def adjacency(self, values: np.ndarray | None = None) -> sparse.csr_matrix:
-        """The symmetric (undirected) graph as CSR, ``values`` per edge (default: scores); an edge
-        found from both ends keeps the larger value."""
-        values = self.scores if values is None else values
+    def adjacency(self, values: np.ndarray) -> sparse.csr_matrix:
+        """The symmetric (undirected) graph as CSR with ``values`` (> 0: zeros would vanish) per edge;
+        an edge found from both ends keeps the larger value."""
         directed = sparse.csr_matrix((values, (self.rows, self.cols)), shape=(self.n, self.n))
         return directed.maximum(directed.T).tocsr()
 
@@ -84,8 +83,8 @@ def knn_graph(vectors: np.ndarray, k: int, threshold: float, *, device: str = "a
     found = top_k(vectors, vectors, k + 1, device=device, precision=precision,
                   memory_budget_bytes=memory_budget_bytes, progress=progress, desc="k nearest neighbours")
     others = found.indices != np.arange(n)[:, None]
-    others &= np.cumsum(others, axis=1) <= k  # self is usually first; with many duplicates it may be absent
-    keep = others & (found.scores.astype(np.float64) >= float(threshold))
+    others &= np.cumsum(others, axis=1, dtype=np.int32) <= k  # self is usually first, but may be absent
+    keep = others & (found.scores >= np.float64(threshold))  # compared in float64
     rows, col_pos = np.nonzero(keep)
     return KnnGraph(n, rows.astype(np.int64), found.indices[rows, col_pos], found.scores[rows, col_pos], k,
                     float(threshold))
@@ -95,7 +94,7 @@ def connected_components(graph: KnnGraph) -> np.ndarray:
     """The connected components of the (undirected) graph."""
     from scipy.sparse import csgraph  # scipy.linalg comes with it: imported when needed
 
-    return csgraph.connected_components(graph.adjacency(), directed=False)[1]
+    return csgraph.connected_components(graph.adjacency(np.ones(len(graph.rows))), directed=False)[1]
 
 
 def _heaviest_label(votes: sparse.csr_matrix) -> np.ndarray:
@@ -168,7 +167,8 @@ def dbscan(graph: KnnGraph, min_samples: int) -> np.ndarray:
     """
     from sklearn.cluster import DBSCAN
 
-    distances = graph.adjacency(np.maximum(1.0 - graph.scores.astype(np.float64), 0.0))
+    distances = graph.adjacency(2.0 - graph.scores.astype(np.float64))  # 1 + distance: never 0
+    distances.data = np.maximum(distances.data - 1.0, 0.0)  # duplicates stay stored, at distance 0
     eps = max(1.0 - graph.threshold, 0.0)
     return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(distances)
 

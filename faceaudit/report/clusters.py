@@ -13,7 +13,6 @@ from faceaudit.report import plots  # noqa: F401  (selects the headless Agg back
 
 PROJECTIONS = ("auto", "tsne", "umap")
 DEFAULT_SEED = 42
-_OTHERS = "#bbbbbb"
 
 
 def projection_method(name: str = "auto") -> str:
@@ -51,7 +50,7 @@ def _colour(code: int):
 
 
 def cluster_colours(identity_codes: np.ndarray, cluster_codes: np.ndarray) -> np.ndarray:
-    """Per cluster, the identity code whose colour it takes, or -1 (grey).
+    """Per cluster, the identity code whose colour it takes, or -1 (drawn as a black x).
 
     A cluster takes the colour of the identity holding most of its points, unless a larger cluster
     already took that identity's colour: an identity split over clusters, or identities merged into
@@ -77,11 +76,12 @@ def plot_projection(points: np.ndarray, identities: np.ndarray, clusters: np.nda
     per_cluster = cluster_colours(id_codes, cl_codes)[cl_codes]
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.2))
     axes[0].scatter(points[:, 0], points[:, 1], c=[_colour(c) for c in id_codes], s=18, linewidths=0)
-    axes[1].scatter(points[:, 0], points[:, 1], c=[_colour(c) if c >= 0 else _OTHERS for c in per_cluster],
-                    s=18, linewidths=0)
+    main = per_cluster >= 0
+    axes[1].scatter(points[main, 0], points[main, 1], c=[_colour(c) for c in per_cluster[main]], s=18, linewidths=0)
+    axes[1].scatter(points[~main, 0], points[~main, 1], c="black", marker="x", s=22, linewidths=1)
     label = "UMAP" if method == "umap" else "t-SNE"
     axes[0].set_title(f"by identity ({len(names)} identities)")
-    axes[1].set_title(f"by cluster ({len(cluster_ids)} clusters; grey: not an identity's main cluster)")
+    axes[1].set_title(f"by cluster ({len(cluster_ids)} clusters; x: not an identity's main cluster)")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -10,12 +10,13 @@ dot; ``<method>``: ``graph``, ``graph-components``, ``agglomerative``, ``dbscan`
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.evaluate import clustering as methods
 from faceaudit.evaluate.clustering_metrics import (MERGED_COLUMNS, SPLIT_COLUMNS, clustering_scores, contingency,
                                                    merged_identities, split_identities)
@@ -28,7 +29,7 @@ DEFAULT_OUT = "cluster_out"
 DEFAULT_TOP = 100
 SAMPLE_IDENTITIES = 20
 SAMPLE_IMAGES_PER_IDENTITY = 20  # with 20 identities: a t-SNE of <= 400 points, seconds
-_FLAGGED_IN_SAMPLE = 6  # identities of the top findings put in the projection's sample first
+FLAGGED_IN_SAMPLE = 2  # the top merged pairs and split identities put in the projection's sample first
 SHOWN = 10  # findings printed on the console
 
 Echo = Callable[[str], None]
@@ -105,16 +106,9 @@ def _figures(eset, labels, table, findings_first, base: Path, title: str, projec
     return files + save_figure(fig, base.with_name(base.name + "_cluster_sizes"), formats=("png", "pdf"))
 
 
-def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float | None = None,
-        k: int = methods.DEFAULT_K, graph_algorithm: str = "chinese-whispers", n_clusters: int | None = None,
-        min_samples: int = 5, min_cluster_size: int = 5, linkage: str = "average",
-        max_iterations: int = methods.DEFAULT_MAX_ITERATIONS, seed: int = methods.DEFAULT_SEED,
-        top: int = DEFAULT_TOP, figures: bool = True, projection: str = "auto",
-        sample_identities: int = SAMPLE_IDENTITIES, device: str = "auto", precision: str = "fp32",
-        memory_budget_bytes: int | None = None, progress: bool = True, skip_invalid: bool = False,
-        echo: Echo = _quiet) -> dict:
-    """Cluster one embedding file (or :class:`EmbeddingSet`), score it against the identity labels,
-    and write every output. Returns the JSON's content with the written ``paths``."""
+def _check_options(method, graph_algorithm, linkage, threshold, n_clusters, counts: dict) -> bool:
+    """Every option checked before any work; warns of options ``method`` ignores. Returns whether
+    ``method`` needs a threshold."""
     if method not in methods.METHODS:
         raise FaceauditError(f"unknown clustering method {method!r}; use one of {', '.join(methods.METHODS)}")
     if graph_algorithm not in methods.GRAPH_ALGORITHMS or linkage not in methods.LINKAGES:
@@ -122,19 +116,40 @@ def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float 
                              f"{', '.join(methods.GRAPH_ALGORITHMS)} and {', '.join(methods.LINKAGES)}")
     if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
         raise FaceauditError(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
-    for what, value in (("--k", k), ("--top", top), ("--sample-identities", sample_identities),
-                        ("--min-samples", min_samples), ("--min-cluster-size", min_cluster_size),
-                        ("--max-iterations", max_iterations), ("--n-clusters", n_clusters or 1)):
+    for what, value in {**counts, "--n-clusters": 1 if n_clusters is None else n_clusters}.items():
         if int(value) <= 0:
             raise FaceauditError(f"{what} must be > 0, got {value}")
+    needs_threshold = method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
+    unused = [option for option, given, used in (("--threshold", threshold is not None, needs_threshold),
+                                                 ("--n-clusters", n_clusters is not None,
+                                                  method in ("kmeans", "agglomerative"))) if given and not used]
+    if unused:
+        warnings.warn(f"{method} does not use {' or '.join(unused)}", FaceauditWarning, stacklevel=3)
+    return needs_threshold
+
+
+def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float | None = None,
+        k: int = methods.DEFAULT_K, graph_algorithm: str = "chinese-whispers", n_clusters: int | None = None,
+        min_samples: int = 5, min_cluster_size: int = 5, linkage: str = "average",
+        max_iterations: int = methods.DEFAULT_MAX_ITERATIONS, seed: int = methods.DEFAULT_SEED,
+        top: int = DEFAULT_TOP, figures: bool = True, projection: str = "auto",
+        sample_identities: int = SAMPLE_IDENTITIES, device: str = "auto", precision: str = "fp32",
+        memory_budget_bytes: int | None = None, progress: bool = True, skip_invalid: bool = False,
+        stem: str | None = None, echo: Echo = _quiet) -> dict:
+    """Cluster one embedding file (or :class:`EmbeddingSet`), score it against the identity labels,
+    and write every output (named after ``stem``, default the input's). Returns the JSON's content
+    with the written ``paths``."""
+    needs_threshold = _check_options(method, graph_algorithm, linkage, threshold, n_clusters, {
+        "--k": k, "--top": top, "--sample-identities": sample_identities, "--min-samples": min_samples,
+        "--min-cluster-size": min_cluster_size, "--max-iterations": max_iterations})
     if figures:
         from faceaudit.report.clusters import projection_method
         projection = projection_method(projection)
-    eset, stem = load(source, skip_invalid)
+    eset, default_stem = load(source, skip_invalid)
+    stem = stem or default_stem
     name = str(eset.metadata.get("source_file", stem))
     check_embeddings(eset, name)
     n_ids = len(np.unique(eset.identities))
-    needs_threshold = method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
     source_of_threshold = None
     if needs_threshold:
         threshold, source_of_threshold = resolve_threshold(threshold, eset, name)
@@ -165,8 +180,8 @@ def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float 
              "split_identities": write_csv(base.with_name(base.name + "_split_identities.csv"), SPLIT_COLUMNS,
                                            split)}
     if figures:
-        first = [row[c] for row in merged[:_FLAGGED_IN_SAMPLE // 3] for c in (0, 1)]
-        first += [row[0] for row in split[:_FLAGGED_IN_SAMPLE // 3]]
+        first = [name for row in merged[:FLAGGED_IN_SAMPLE] for name in row[:2]]
+        first += [row[0] for row in split[:FLAGGED_IN_SAMPLE]]
         paths["figures"] = _figures(eset, result.labels, table, first, base, f"{stem}, {label}", projection,
                                     sample_identities, seed)
     report = {"dataset": stem, "input": eset.metadata.get("source_file"), "method": method, "label": label,
