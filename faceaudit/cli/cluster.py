@@ -1,20 +1,9 @@
 """``faceaudit cluster``: do a dataset's embeddings group by its identity labels?"""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from faceaudit.cli.common import add_search_options, positive_int
-
-
-def _cosine(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a cosine similarity is in [-1, 1], got {text}")
-    return value
+from faceaudit.cli.common import add_search_options, cosine_type, positive_int
 
 
 def add(sub) -> None:
@@ -35,7 +24,7 @@ def add(sub) -> None:
                         "(exact blocked search, no N x N matrix); dbscan: scikit-learn's DBSCAN on that graph; "
                         "agglomerative and hdbscan: scikit-learn's, up to 10,000 embeddings; kmeans: K = the "
                         "number of identities (default: %(default)s)")
-    p.add_argument("--threshold", type=_cosine, default=None, metavar="T",
+    p.add_argument("--threshold", type=cosine_type, default=None, metavar="T",
                    help="cosine similarity at which two images are linked (graph, dbscan, agglomerative) "
                         "(default: the model's FMR = 1e-3 threshold, from the 'arch' in the file's metadata)")
     p.add_argument("--k", type=positive_int, default=DEFAULT_K,

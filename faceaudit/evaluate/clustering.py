@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError
 
 METHODS = ("graph", "agglomerative", "dbscan", "hdbscan", "kmeans")
@@ -74,7 +75,7 @@ def knn_graph(vectors: np.ndarray, k: int, threshold: float, *, device: str = "a
               memory_budget_bytes: int | None = None, progress: bool = True) -> KnnGraph:
     """Each embedding linked to those of its ``k`` nearest others (exact, :func:`faceaudit.search.top_k`)
     whose score is >= ``threshold``; ``k`` is capped at N - 1."""
-    from faceaudit.search import top_k  # imports torch: only when a graph is built
+    from faceaudit.search import as_cosines, top_k  # imports torch: only when a graph is built
 
     n = len(vectors)
     if n < 2:
@@ -86,8 +87,8 @@ def knn_graph(vectors: np.ndarray, k: int, threshold: float, *, device: str = "a
     others &= np.cumsum(others, axis=1, dtype=np.int32) <= k  # self is usually first, but may be absent
     keep = others & (found.scores >= np.float64(threshold))  # compared in float64
     rows, col_pos = np.nonzero(keep)
-    return KnnGraph(n, rows.astype(np.int64), found.indices[rows, col_pos], found.scores[rows, col_pos], k,
-                    float(threshold))
+    return KnnGraph(n, rows.astype(np.int64), found.indices[rows, col_pos], as_cosines(found.scores[rows, col_pos]),
+                    k, float(threshold))
 
 
 def connected_components(graph: KnnGraph) -> np.ndarray:
@@ -209,8 +210,8 @@ def cluster(vectors: np.ndarray, method: str = "graph", *, threshold: float | No
     needs_threshold = method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
     if needs_threshold and threshold is None:
         raise FaceauditError(f"{method} clustering needs a cosine threshold")
-    if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
-        raise FaceauditError(f"the threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if threshold is not None:
+        threshold = checks.cosine(threshold)
     settings: dict = {}
     if method in ("graph", "dbscan"):
         if graph_algorithm not in GRAPH_ALGORITHMS:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.evaluate import clustering as methods
 from faceaudit.evaluate.clustering_metrics import (MERGED_COLUMNS, SPLIT_COLUMNS, clustering_scores, contingency,
@@ -106,7 +107,7 @@ def _figures(eset, labels, table, findings_first, base: Path, title: str, projec
     return files + save_figure(fig, base.with_name(base.name + "_cluster_sizes"), formats=("png", "pdf"))
 
 
-def _check_options(method, graph_algorithm, linkage, threshold, n_clusters, counts: dict) -> bool:
+def _check_options(method, graph_algorithm, linkage, threshold, n_clusters, seed, counts: dict) -> bool:
     """Every option checked before any work; warns of options ``method`` ignores. Returns whether
     ``method`` needs a threshold."""
     if method not in methods.METHODS:
@@ -114,8 +115,9 @@ def _check_options(method, graph_algorithm, linkage, threshold, n_clusters, coun
     if graph_algorithm not in methods.GRAPH_ALGORITHMS or linkage not in methods.LINKAGES:
         raise FaceauditError(f"unknown graph algorithm {graph_algorithm!r} or linkage {linkage!r}; use "
                              f"{', '.join(methods.GRAPH_ALGORITHMS)} and {', '.join(methods.LINKAGES)}")
-    if threshold is not None and not -1.0 <= float(threshold) <= 1.0:
-        raise FaceauditError(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if threshold is not None:
+        checks.cosine(threshold, "--threshold")
+    checks.seed(seed)
     for what, value in {**counts, "--n-clusters": 1 if n_clusters is None else n_clusters}.items():
         if int(value) <= 0:
             raise FaceauditError(f"{what} must be > 0, got {value}")
@@ -139,7 +141,7 @@ def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float 
     """Cluster one embedding file (or :class:`EmbeddingSet`), score it against the identity labels,
     and write every output (named after ``stem``, default the input's). Returns the JSON's content
     with the written ``paths``."""
-    needs_threshold = _check_options(method, graph_algorithm, linkage, threshold, n_clusters, {
+    needs_threshold = _check_options(method, graph_algorithm, linkage, threshold, n_clusters, seed, {
         "--k": k, "--top": top, "--sample-identities": sample_identities, "--min-samples": min_samples,
         "--min-cluster-size": min_cluster_size, "--max-iterations": max_iterations})
     if figures:
