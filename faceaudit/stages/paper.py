@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from faceaudit import checks
+from faceaudit import checks as arguments
 from faceaudit.errors import FaceauditError
 from faceaudit.report.compare_plots import forest_plot, overlay_densities
 from faceaudit.report.page import Page, write_table
@@ -226,7 +226,7 @@ def run_paper(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike =
     ``formats=()`` draws no figure: tables, checks and page only, in seconds. Returns
     ``{"checks": [Check, ...], "failed": n, "leakage": (header, rows), "files": [...]}``.
     """
-    thresholds = checks.cosines(thresholds, "--threshold")
+    thresholds = arguments.cosines(thresholds, "--threshold")
     if not thresholds or any(not -1.0 <= t <= 1.0 for t in thresholds):
         raise FaceauditError(f"thresholds must be cosine similarities in [-1, 1], got {thresholds}")
     unknown = [f for f in formats if f not in ("png", "pdf", "svg")]
