@@ -261,6 +261,21 @@ def test_method_errors():
 
 # ---------------------------------------------------------------- the stage and the command
 
+def test_projection_sample_and_cluster_colours():
+    from faceaudit.report.clusters import cluster_colours
+
+    identities = np.repeat([f"p{i}" for i in range(30)], np.arange(1, 31))  # p{i} has i + 1 images
+    rows = stage.projection_sample(identities, ["p29", "p3", "p29"], 5, seed=1, per_identity=7)
+    picked = identities[rows]
+    assert np.all(np.diff(rows) > 0) and len(set(picked)) == 5 and {"p29", "p3"} <= set(picked)
+    assert all(np.sum(picked == name) == min(7, int(name[1:]) + 1) for name in set(picked))
+    assert np.array_equal(rows, stage.projection_sample(identities, ["p29", "p3"], 5, seed=1, per_identity=7))
+    # identity 0 split over clusters 0 and 2, identities 1 and 2 merged in cluster 1
+    identity_codes = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    cluster_codes = np.array([0, 0, 0, 2, 1, 1, 1, 1, 1])
+    assert cluster_colours(identity_codes, cluster_codes).tolist() == [0, 2, -1]
+
+
 @pytest.fixture(scope="module")
 def blobs_file(tmp_path_factory):
     """An SFace-labelled file: 12 identities x 6 images; id01 is a near copy of id00 (identity collapse),

@@ -42,7 +42,7 @@ def _quiet(_: str) -> None:
 
 def resolve_threshold(threshold: float | None, eset: EmbeddingSet, name: str) -> tuple[float, str]:
     """(threshold, where it came from): ``threshold`` when given, else the default of the model
-    recorded as ``arch`` in the embeddings' metadata; neither is an error."""
+    recorded as ``arch`` in the embeddings' metadata; without either it is an error."""
     if threshold is not None:
         return float(threshold), "--threshold"
     arch = eset.metadata.get("arch")
