@@ -56,6 +56,10 @@ def embed_images(paths: Sequence[str | os.PathLike], arch: str = "sface", weight
     from faceaudit.device import resolve_device
 
     paths = [Path(p) for p in paths]
+    missing = [row for row, path in enumerate(paths) if not path.is_file()]
+    if missing and not skip_errors:  # before the model is loaded
+        raise FaceauditError(f"{paths[missing[0]]}: image not found"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     torch_device = resolve_device(device)
     spec = models.get_spec(arch)
     aligner = None

@@ -87,13 +87,8 @@ def _parse_lfw(path: Path, text: str) -> PairList:
     if n_folds <= 0 or per <= 0:
         raise FaceauditError(f"{path}:{header_line}: the header must give positive counts, got {' '.join(header)}")
     expected = 2 * n_folds * per
-    if len(body) != expected:
-        where = f"{path}:{body[expected][0]}: more pair lines than" if len(body) > expected else \
-            f"{path}: {len(body)} pair lines, fewer than"
-        raise FaceauditError(f"{where} the header (line {header_line}) promises: {n_folds} fold(s) of "
-                             f"{per} matched + {per} mismatched = {expected}")
     out = {key: [] for key in ("identity1", "image1", "identity2", "image2")}
-    for index, (number, tokens) in enumerate(body):
+    for index, (number, tokens) in enumerate(body[:expected]):
         mated = index % (2 * per) < per
         if mated and len(tokens) == 3:
             name1, n1, name2, n2 = tokens[0], tokens[1], tokens[0], tokens[2]
@@ -108,6 +103,11 @@ def _parse_lfw(path: Path, text: str) -> PairList:
                 raise FaceauditError(f"{path}:{number}: image number {n!r} is not a positive integer")
             out["identity" + side].append(name)
             out["image" + side].append(f"{name}_{int(n):04d}")
+    if len(body) != expected:
+        where = f"{path}:{body[expected][0]}: more pair lines than" if len(body) > expected else \
+            f"{path}: {len(body)} pair lines, fewer than"
+        raise FaceauditError(f"{where} the header (line {header_line}) promises: {n_folds} fold(s) of "
+                             f"{per} matched + {per} mismatched = {expected}")
     index = np.arange(expected)
     return PairList(str(path), "lfw", *(np.array(out[k], dtype=str) for k in out),
                     mated=index % (2 * per) < per, lines=np.array([n for n, _ in body], dtype=np.int64),
