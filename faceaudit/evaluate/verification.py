@@ -60,11 +60,12 @@ def _rate(successes: int, trials: int, level: float = LEVEL) -> dict:
 
 @dataclass
 class Sweep:
-    """The unique scores, ascending, and how many pairs of each kind have each of them.
+    """The unique scores, ascending, how many pairs of each kind have each of them, and the same per fold.
 
     ``genuine[j]`` / ``impostor[j]`` count the mated / non-mated pairs with score ``values[j]``;
-    :meth:`fold_counts` gives the same for one fold, from the unique-score index of each of its pairs
-    (kept per fold and kind, so memory stays O(pairs)).
+    ``genuine_below`` / ``impostor_below`` count those with a lower score; ``fold_indices[f]`` holds,
+    sorted, the unique-score index of every mated and of every non-mated pair of fold ``f`` (memory
+    O(pairs); any count of a fold is a ``searchsorted`` away).
     """
 
     values: np.ndarray
@@ -72,13 +73,16 @@ class Sweep:
     impostor: np.ndarray
     fold_indices: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.genuine_below, self.impostor_below = _below(self.genuine), _below(self.impostor)
+        #: the only thresholds that can maximise accuracy or F1 besides the top one (:func:`best_indices`)
+        self.candidates = np.flatnonzero(self.genuine)
+        self.at_candidates = (self.genuine_below[self.candidates], self.impostor_below[self.candidates],
+                              self.genuine[self.candidates] + self.impostor[self.candidates])
+
     @property
     def n_folds(self) -> int:
         return len(self.fold_indices)
-
-    def fold_counts(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
-        """(genuine, impostor) counts per unique score of the pairs in ``fold``."""
-        return tuple(np.bincount(index, minlength=self.values.size) for index in self.fold_indices[fold])
 
 
 def sweep(scores, mated, folds=None, n_folds: int | None = None) -> Sweep:
@@ -118,8 +122,8 @@ def sweep(scores, mated, folds=None, n_folds: int | None = None) -> Sweep:
         group.sort()
         indices.append(np.searchsorted(values, group))
     del grouped
-    genuine = sum(np.bincount(index, minlength=values.size) for index in indices[1::2])
-    impostor = sum(np.bincount(index, minlength=values.size) for index in indices[0::2])
+    genuine = np.bincount(np.concatenate(indices[1::2]), minlength=values.size)
+    impostor = np.bincount(np.concatenate(indices[0::2]), minlength=values.size)
     fold_indices = list(zip(indices[1::2], indices[0::2])) if n_folds > 1 else []
     return Sweep(values, genuine, impostor, fold_indices)
 
@@ -131,39 +135,81 @@ def _below(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def best_threshold_indices(genuine: np.ndarray, impostor: np.ndarray, criteria=CRITERIA) -> dict[str, int]:
-    """Per criterion (accuracy, f1), the index of the unique score that maximises it over the pairs
-    counted. The candidates are the scores those pairs have; the lowest wins ties (``np.argmin`` /
-    ``np.argmax`` keep the first).
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
 
-    Accepting from ``j`` up, accuracy is ``(G - Σ_{k<j} (g_k - i_k)) / N``, so the best ``j`` minimises
-    that running sum; ``F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (accepted + G)``.
+
+def counts_at(sw: Sweep, index: int, fold: int | None = None, held_out: bool = False) -> dict:
+    """Confusion counts when accepting the unique scores from ``index`` up: of all pairs, of the pairs
+    outside ``fold`` (training), or with ``held_out`` of the pairs in it."""
+    fold_g, fold_i = sw.fold_indices[fold] if fold is not None else _empty()
+    fn_fold, tn_fold = int(np.searchsorted(fold_g, index)), int(np.searchsorted(fold_i, index))
+    if held_out:
+        return {"tp": fold_g.size - fn_fold, "fp": fold_i.size - tn_fold, "fn": fn_fold, "tn": tn_fold}
+    fn = int(sw.genuine_below[index]) - fn_fold
+    tn = int(sw.impostor_below[index]) - tn_fold
+    return {"tp": int(sw.genuine_below[-1] + sw.genuine[-1]) - fold_g.size - fn,
+            "fp": int(sw.impostor_below[-1] + sw.impostor[-1]) - fold_i.size - tn, "fn": fn, "tn": tn}
+
+
+def _counts_at(at: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many of ``indices`` lie below, and how many equal, each of ``at`` (both sorted): one
+    ``searchsorted`` of the (few) indices into ``at`` and two ``bincount`` passes."""
+    position = np.searchsorted(at, indices)
+    hit = position < at.size
+    hit[hit] = at[position[hit]] == indices[hit]
+    equal = np.bincount(position[hit], minlength=at.size)
+    below = np.cumsum(np.bincount(position + hit, minlength=at.size + 1)[:at.size])
+    return below, equal
+
+
+def _criterion(which: str, n_genuine: int, n_impostor: int, g_below, i_below):
+    """Accuracy (as the number of pairs decided right, ``TP + TN``) or ``F1 = 2 TP / (2 TP + FP + FN)
+    = 2 TP / (accepted + G)`` when accepting from thresholds with ``g_below`` mated and ``i_below``
+    non-mated pairs below them."""
+    true_positives = n_genuine - g_below
+    if which == "accuracy":
+        return true_positives + i_below
+    return 2 * true_positives / (n_genuine + n_impostor + n_genuine - g_below - i_below)
+
+
+def best_indices(sw: Sweep, fold: int | None = None, criteria=CRITERIA) -> dict[str, int]:
+    """Per criterion (accuracy, f1), the index of the unique score that maximises it on the pairs outside
+    ``fold`` (all pairs when None). The candidates are the scores those pairs have; the lowest wins ties.
+
+    Only scores held by a mated pair of those, and the top one, can win: raising the threshold past a
+    score held by non-mated pairs only gains true negatives and loses nothing, so that score is beaten
+    by the next one up. The sweep therefore visits ``sw.candidates`` (about half the unique scores) and
+    the top training score, with every count a difference of running totals.
     """
     unknown = set(criteria) - set(CRITERIA)
     if unknown:
         raise FaceauditError(f"unknown criterion {sorted(unknown)[0]!r}; use {' or '.join(CRITERIA)}")
-    g_below, i_below = _below(genuine), _below(impostor)
-    absent = genuine == 0
-    absent &= impostor == 0
+    fold_g, fold_i = sw.fold_indices[fold] if fold is not None else _empty()
+    n_genuine = int(sw.genuine_below[-1] + sw.genuine[-1]) - fold_g.size
+    n_impostor = int(sw.impostor_below[-1] + sw.impostor[-1]) - fold_i.size
+    at = sw.candidates
+    g_below, i_below, present = (array.copy() for array in sw.at_candidates)
+    if fold is not None:
+        for fold_index, below in ((fold_g, g_below), (fold_i, i_below)):
+            fold_below, fold_equal = _counts_at(at, fold_index)
+            below -= fold_below
+            present -= fold_equal
+    absent = present == 0
+    top = sw.values.size - 1  # the highest score some training pair has
+    while fold is not None and sw.genuine[top] + sw.impostor[top] == (
+            np.searchsorted(fold_g, top, "right") - np.searchsorted(fold_g, top)
+            + np.searchsorted(fold_i, top, "right") - np.searchsorted(fold_i, top)):
+        top -= 1
+    top_counts = counts_at(sw, top, fold)
     out = {}
-    if "accuracy" in criteria:
-        value = g_below - i_below
-        value[absent] = np.iinfo(value.dtype).max
-        out["accuracy"] = int(np.argmin(value))
-    if "f1" in criteria:
-        n_genuine, n_impostor = int(genuine.sum()), int(impostor.sum())
-        denominator = (n_genuine + n_impostor + n_genuine) - g_below
-        denominator -= i_below
-        value = (2 * (n_genuine - g_below)) / denominator
-        value[absent] = -1.0
-        out["f1"] = int(np.argmax(value))
+    for which in criteria:
+        values = _criterion(which, n_genuine, n_impostor, g_below, i_below)
+        values[absent] = -1  # below every accuracy and F1
+        best = int(np.argmax(values)) if values.size else -1  # np.argmax keeps the first (lowest) on ties
+        top_value = _criterion(which, n_genuine, n_impostor, top_counts["fn"], top_counts["tn"])
+        out[which] = int(at[best]) if best >= 0 and (values[best] >= top_value or at[best] == top) else top
     return out
-
-
-def counts_at(genuine: np.ndarray, impostor: np.ndarray, index: int) -> dict:
-    """Confusion counts when accepting the unique scores from ``index`` up."""
-    fn, tn = int(genuine[:index].sum()), int(impostor[:index].sum())
-    return {"tp": int(genuine.sum()) - fn, "fp": int(impostor.sum()) - tn, "fn": fn, "tn": tn}
 
 
 def confusion_scores(c: dict) -> dict:
@@ -194,13 +240,11 @@ def kfold(sw: Sweep, criteria=CRITERIA, level: float = LEVEL) -> dict:
     rows = {which: [] for which in criteria}
     pooled = {which: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for which in criteria}
     for fold in range(sw.n_folds):
-        held_g, held_i = sw.fold_counts(fold)
-        train_g, train_i = sw.genuine - held_g, sw.impostor - held_i
-        best = best_threshold_indices(train_g, train_i, criteria)
+        best = best_indices(sw, fold, criteria)
         for which in criteria:
             index = best[which]
-            train = confusion_scores(counts_at(train_g, train_i, index))
-            held = counts_at(held_g, held_i, index)
+            train = confusion_scores(counts_at(sw, index, fold))
+            held = counts_at(sw, index, fold, held_out=True)
             rows[which].append({"fold": fold + 1, "threshold": float(sw.values[index]), "train_" + which: train[which],
                                 **confusion_scores(held), **held})
             for key in pooled[which]:
@@ -217,16 +261,14 @@ def kfold(sw: Sweep, criteria=CRITERIA, level: float = LEVEL) -> dict:
 
 def all_pairs_best(sw: Sweep, which: str, level: float = LEVEL) -> dict:
     """The threshold maximising ``which`` on all pairs and the (in-sample, so optimistic) scores there."""
-    index = best_threshold_indices(sw.genuine, sw.impostor, (which,))[which]
-    return {"threshold": float(sw.values[index]), **with_intervals(counts_at(sw.genuine, sw.impostor, index), level)}
+    index = best_indices(sw, None, (which,))[which]
+    return {"threshold": float(sw.values[index]), **with_intervals(counts_at(sw, index), level)}
 
 
 def roc(sw: Sweep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, false matches, false non-matches) at every unique score, ascending: the counts of
     :func:`faceaudit.evaluate.metrics.roc_counts`."""
-    false_non_matches = _below(sw.genuine)
-    false_matches = sw.impostor.sum() - _below(sw.impostor)
-    return sw.values, false_matches, false_non_matches
+    return sw.values, sw.impostor.sum() - sw.impostor_below, sw.genuine_below
 
 
 def roc_auc(sw: Sweep) -> float:
