@@ -63,6 +63,17 @@ def test_fold_thresholds_and_scores_equal_brute_force_and_sklearn(seed):
         assert pooled["tp"] + pooled["fp"] + pooled["fn"] + pooled["tn"] == scores.size
 
 
+def test_inverted_scores_where_only_the_top_threshold_wins():
+    """Non-mated pairs scoring higher than mated ones: accepting only the top score (no mated pair) is best."""
+    scores, mated, folds = _data(11, n_genuine=60, n_impostor=300)
+    scores = np.where(mated, -scores, scores)
+    result = evaluate(scores, mated, folds, 5)
+    for criterion in ("accuracy", "f1"):
+        for fold, row in enumerate(result[criterion]["folds"]):
+            assert row["threshold"] == _brute_fold(scores, mated, folds, fold, criterion)[0]
+    assert {row["threshold"] for row in result["accuracy"]["folds"]} <= set(scores[~mated])
+
+
 def test_all_pairs_best_thresholds_equal_brute_force():
     scores, mated, _ = _data(7)
     result = evaluate(scores, mated, np.arange(scores.size) % 2, 2)

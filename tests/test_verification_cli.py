@@ -139,9 +139,13 @@ def test_report_puts_every_dataset_on_one_page(tmp_path):
         verification.run(path, sample=200, n_folds=4, out_dir=out, bootstrap=0, figures=False)
     leakage.run_leakage(files["dcface"], files["idiff"], out_dir=out / "leakage", n_comparisons=None,
                         thresholds=[0.5], device="cpu", progress=False)
+    verification.run(files["idiff"], sample=200, n_folds=4, out_dir=out / "again", rule="at-most", bootstrap=0,
+                     figures=False)  # a second run of one stage is a row of its own
     made = report.run_report([out], tmp_path / "page", title="Two sets")
-    assert made["datasets"] == ["dcface", "idiff"]
+    assert made["datasets"] == ["dcface", "idiff (results)", "idiff (results/again)"]
     rows = {r["dataset"]: r for r in read_rows(tmp_path / "page" / "datasets.csv")}
+    assert rows["idiff (results/again)"]["TAR@FAR rule"] == "at-most" and rows["idiff (results/again)"]["EER"] == ""
+    rows["idiff"] = rows.pop("idiff (results)")
     for name in files:
         metrics = json.loads((out / "Metrics" / f"{name}_metrics.json").read_text())["metrics"]
         result = json.loads((out / "Verification" / f"{name}_verification.json").read_text())

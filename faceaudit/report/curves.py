@@ -40,7 +40,7 @@ def curve_points(far: np.ndarray, frr: np.ndarray, max_points: int = MAX_POINTS,
 
 
 def _finish(ax, fig, title: str, n_curves: int):
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small" if n_curves > 6 else None, loc="best")
     fig.tight_layout()
@@ -84,7 +84,7 @@ def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "
         if shown.any():
             low = min(low, float(far[shown].min()), float(frr[shown].min()))
             high = max(high, float(far[shown].max()), float(frr[shown].max()))
-        note = "" if shown.any() else " (no error at any threshold where the other rate is > 0: nothing to draw)"
+        note = "" if shown.any() else " (no point: the two rates are never both > 0)"
         ax.plot(norm.ppf(far[shown]), norm.ppf(frr[shown]), label=label + note)
     ticks = [t for t in DET_TICKS if low / 2 <= t <= min(high * 1.5, 0.99)] or [0.5]
     limits = norm.ppf([max(low / 2, 1e-7), min(high * 1.5, 0.995)])

@@ -37,6 +37,7 @@ class Dataset:
 
     stem: str
     folder: Path
+    where: str = "."           # the results' subfolder, relative to ``folder``
     label: str = ""
     variability: dict | None = None
     scores: tuple[Path, Path] | None = None
@@ -57,47 +58,56 @@ def _read_json(path: Path) -> dict:
 
 
 def gather(folders: Sequence[str | os.PathLike], skip: Path | None = None) -> list[Dataset]:
-    """Every dataset found under ``folders`` (in folder order, then by name), labelled by its stem, or
-    ``stem (folder)`` when two folders hold the same stem. ``skip``: a folder not to look in."""
-    found: dict[tuple[Path, str], Dataset] = {}
+    """Every dataset found under ``folders`` (in folder order, then by path), labelled by its stem, or by
+    ``stem (folder/subfolder)`` when the stem occurs more than once. Results of one stem in one folder are
+    one dataset, unless a stage's result is found twice (say two verification runs in subfolders): the
+    second makes a dataset of its own. ``skip``: a folder not to look in."""
+    datasets: list[Dataset] = []
 
-    def entry(folder: Path, stem: str) -> Dataset:
-        return found.setdefault((folder, stem), Dataset(stem, folder))
+    def entry(folder: Path, stem: str, slot: str, root: Path) -> Dataset:
+        for item in datasets:
+            if item.folder == folder and item.stem == stem and getattr(item, slot) in (None, {}):
+                return item
+        datasets.append(Dataset(stem, folder, where=root.relative_to(folder).as_posix()))
+        return datasets[-1]
 
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise FaceauditError(f"{folder}: results folder not found")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not (skip and skip in p.resolve().parents))
-        before = len(found)
+        before = len(datasets)
         for path in files:
-            name, parent = path.name, path.parent.name
+            name, parent, root = path.name, path.parent.name, path.parent.parent
             if parent == METRICS_DIR and name.endswith("_metrics.json"):
                 record = _read_json(path)
                 if "metrics" in record:
-                    entry(folder, name[:-len("_metrics.json")]).variability = record
+                    entry(folder, name[:-len("_metrics.json")], "variability", root).variability = record
             elif parent == SCORES_DIR and name.endswith(MATED_SUFFIX) and not name.endswith(NON_MATED_SUFFIX):
                 partner = path.with_name(name[:-len(MATED_SUFFIX)] + NON_MATED_SUFFIX)
                 if partner.is_file():
-                    entry(folder, name[:-len(MATED_SUFFIX)]).scores = (path, partner)
+                    entry(folder, name[:-len(MATED_SUFFIX)], "scores", root).scores = (path, partner)
             elif parent == VERIFICATION_DIR and name.endswith("_verification.json"):
                 stem = name[:-len("_verification.json")]
-                item = entry(folder, stem)
+                item = entry(folder, stem, "verification", root)
                 item.verification = _read_json(path)
                 item.verification_files = {kind: path.with_name(f"{stem}_{kind}.csv") for kind in ("roc", "pairs")
                                            if path.with_name(f"{stem}_{kind}.csv").is_file()}
             elif name.endswith("_leakage_summary.json"):
-                entry(folder, name[:-len("_leakage_summary.json")]).leakage = _read_json(path)
+                entry(folder, name[:-len("_leakage_summary.json")], "leakage", path.parent).leakage = _read_json(path)
             elif _BEST_MATCHES.match(name):
-                item = entry(folder, _BEST_MATCHES.match(name)["stem"])
-                if item.best_matches is None or _n_of(path) > _n_of(item.best_matches):
-                    item.best_matches = path
-        if len(found) == before:
+                stem = _BEST_MATCHES.match(name)["stem"]
+                known = [d for d in datasets if d.folder == folder and d.stem == stem and d.best_matches]
+                if known and _n_of(path) > _n_of(known[0].best_matches):
+                    known[0].best_matches = path
+                elif not known:
+                    entry(folder, stem, "best_matches", path.parent).best_matches = path
+        if len(datasets) == before:
             raise FaceauditError(f"{folder}: no faceaudit results found (Metrics/*_metrics.json, SimilarityScores/, "
                                  f"{VERIFICATION_DIR}/*_verification.json, *_leakage_summary.json, *_BestMatches_*.txt)")
-    datasets = list(found.values())
     stems = [d.stem for d in datasets]
     for d in datasets:
-        d.label = d.stem if stems.count(d.stem) == 1 else f"{d.stem} ({d.folder.name})"
+        place = d.folder.name + ("" if d.where == "." else f"/{d.where}")
+        d.label = d.stem if stems.count(d.stem) == 1 else f"{d.stem} ({place})"
     return datasets
 
 
