@@ -174,8 +174,11 @@ def test_verify_needs_a_threshold_for_a_model_without_one(tmp_path, capsys):
     assert "iresnet50 has no documented decision threshold; pass --threshold" in capsys.readouterr().err
 
 
-def test_verify_real_photos_with_sface(tmp_path, capsys):
+def test_verify_real_photos_with_sface_as_the_pipeline_embeds_them(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="--align yunet runs YuNet through onnxruntime")
+    from faceaudit.embed import embed_dataset
+    from faceaudit.io.embeddings import load_embeddings
+
     orl = shared_path("orl")
     models = real_model("sface").parent
     assert real_model("yunet").parent == models
@@ -184,10 +187,11 @@ def test_verify_real_photos_with_sface(tmp_path, capsys):
     same = capsys.readouterr().out.splitlines()
     assert same[-1] == "same person" and "FMR = 1e-3 on real faces" in same[1]
     assert float(same[0].split()[1]) > 0.3916
+    photos = [("s1", "1.pgm"), ("s2", "1.pgm"), ("s3", "1.pgm"), ("s3", "4.pgm")]
     pairs = tmp_path / "photos.csv"
     pairs.write_text(f"{orl}/s1/1.pgm,{orl}/s2/1.pgm,0\n{orl}/s3/1.pgm,{orl}/s3/4.pgm,1\n"
                      f"{orl}/s3/1.pgm,{tmp_path}/absent.png,0\n")
-    assert cli.main(["verify", "--pairs", str(pairs), *common]) == 2
+    assert cli.main(["verify", "--pairs", str(pairs), *common]) == 2  # refused before the model is loaded
     assert "absent.png: image not found" in capsys.readouterr().err
     output = tmp_path / "checked.csv"
     assert cli.main(["verify", "--pairs", str(pairs), "--skip-missing", "--output", str(output), *common]) == 0
@@ -196,22 +200,11 @@ def test_verify_real_photos_with_sface(tmp_path, capsys):
     assert "agree with the labels: 2 of 2" in printed
     rows = read_rows(output)
     assert [r["same_person"] for r in rows] == ["no", "yes", ""] and "image not found" in rows[2]["error"]
-
-
-def test_verify_embeds_as_the_pipeline_does(tmp_path):
-    pytest.importorskip("onnxruntime", reason="--align yunet runs YuNet through onnxruntime")
-    from faceaudit.embed import embed_dataset
-    from faceaudit.embed.inmemory import embed_images
-    from faceaudit.io.embeddings import load_embeddings
-
-    orl = shared_path("orl")
-    models = real_model("sface").parent
-    folder = tmp_path / "faces" / "s5"
-    folder.mkdir(parents=True)
-    for name in ("1.pgm", "2.pgm"):
-        (folder / name).write_bytes((orl / "s5" / name).read_bytes())
+    for person, name in photos:  # the same faces through faceaudit embed: the same scores
+        (tmp_path / "faces" / person).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "faces" / person / name).write_bytes((orl / person / name).read_bytes())
     embed_dataset(tmp_path / "faces", tmp_path / "faces.npz", arch="sface", device="cpu", align="yunet",
                   models_dir=models, progress=False, workers=0, log=lambda _: None)
-    pipeline = load_embeddings(tmp_path / "faces.npz")
-    mine = embed_images([folder / "1.pgm", folder / "2.pgm"], "sface", device="cpu", align="yunet", models_dir=models)
-    assert np.abs(mine.vectors - pipeline.vectors).max() < 1e-5
+    v = load_embeddings(tmp_path / "faces.npz").vectors.astype(np.float64)
+    assert float(rows[0]["score"]) == pytest.approx(v[0] @ v[1], abs=1e-5)
+    assert float(rows[1]["score"]) == pytest.approx(v[2] @ v[3], abs=1e-5)

@@ -71,8 +71,8 @@ def report_lines(result: dict) -> list[str]:
     """The console summary of a verification result."""
     protocol, acc, f1 = result["protocol"], result["accuracy"], result["f1"]
     level = f"{result['level'] * 100:g}%"
-    where = ("sampled, " + protocol["fold_split"].split(" (")[0] + f" folds, seed {protocol['seed']}"
-             if protocol["kind"] == "sample" else f"{protocol['file']} ({protocol['kind']}), folds {protocol['fold_split']}")
+    where = (f"sampled, {protocol['fold_split']} folds, seed {protocol['seed']}" if protocol["kind"] == "sample"
+             else f"{protocol['file']} ({protocol['kind']}), folds {protocol['fold_split']}")
     thresholds = [row["threshold"] for row in acc["folds"]]
     lines = [f"Dataset: {result['dataset']} ({result['n_embeddings']:,} embeddings; model: {result['model'] or 'not recorded'})",
              f"Pairs: {result['n_mated']:,} mated + {result['n_non_mated']:,} non-mated in {result['n_folds']} folds; {where}",

@@ -44,6 +44,8 @@ def check_options(pairs_file, sample, n_folds, rule: str, bootstrap) -> None:
     """Every argument checked before any work."""
     if pairs_file is not None and sample is not None:
         raise FaceauditError("give either a pairs file or --sample, not both")
+    if pairs_file is not None and not Path(pairs_file).is_file():
+        raise FaceauditError(f"{pairs_file}: pairs file not found")
     if sample is not None and int(sample) <= 0:
         raise FaceauditError(f"--sample must be > 0, got {sample}")
     if n_folds is not None:
@@ -62,8 +64,9 @@ def protocol_pairs(eset, pairs_file=None, sample: int | None = None, n_folds: in
     if pairs_file is None:
         n = DEFAULT_SAMPLE if sample is None else int(sample)
         drawn = sample_fold_pairs(eset.identities, n, n_folds or DEFAULT_FOLDS, seed, source)
-        info = {"kind": "sample", "sample": n, "seed": seed, "fold_split": "identity-disjoint (identities shuffled "
-                "with the seed and dealt to the folds; pairs drawn within each fold)",
+        info = {"kind": "sample", "sample": n, "seed": seed, "fold_split": "identity-disjoint",
+                "fold_split_detail": "identities shuffled with the seed and dealt to the folds in turn; "
+                                     "pairs drawn within each fold",
                 "folds_short_of_pairs": [f + 1 for f in drawn.short_folds]}
         return drawn.pairs, drawn.mated, drawn.folds, drawn.n_folds, None, info
     protocol = read_pair_protocol(pairs_file)
@@ -87,7 +90,8 @@ def protocol_pairs(eset, pairs_file=None, sample: int | None = None, n_folds: in
     else:
         n_folds = n_folds or DEFAULT_FOLDS
         folds = ordered_folds(mated, n_folds)
-        info["fold_split"] = "in file order, per kind (the i-th of m pairs of a kind goes to fold floor(i*k/m))"
+        info["fold_split"] = "file order, per kind"
+        info["fold_split_detail"] = "the i-th of the m pairs of a kind goes to fold floor(i * k / m)"
     check_fold_classes(mated, folds, n_folds, str(pairs_file))
     return rows, mated, folds, n_folds, protocol.lines[kept], info
 
