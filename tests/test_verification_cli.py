@@ -98,7 +98,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case
     pairs = write_lfw_pairs(tmp_path / "pairs.txt")
     args = ["verification", str(emb), "--out", str(tmp_path / "out"), "--no-figures", "--pairs", str(pairs)]
     if case == "one class":
-        pairs.write_text("1\t1\nPerson_00\t1\t2\n")
         pairs.write_text("path1,path2,label\nPerson_00/Person_00_0001.jpg,Person_00/Person_00_0002.jpg,1\n")
     elif change.startswith("--"):
         args += change.split()

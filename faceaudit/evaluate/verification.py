@@ -327,10 +327,11 @@ def at_threshold(scores, mated, threshold: float, level: float = LEVEL) -> dict:
 
 
 def evaluate(scores, mated, folds, n_folds: int | None = None, *, rule: str = "nearest",
-             targets=FAR_TARGETS, threshold: float | None = None, level: float = LEVEL) -> dict:
+             targets=FAR_TARGETS, threshold: float | None = None, level: float = LEVEL,
+             sw: Sweep | None = None) -> dict:
     """Every verification number of one set of scored pairs (bootstrap CIs are
-    :func:`faceaudit.evaluate.metrics.bootstrap_ci`'s job)."""
-    sw = sweep(scores, mated, folds, n_folds)
+    :func:`faceaudit.evaluate.metrics.bootstrap_ci`'s job). ``sw``: their :func:`sweep`, when made already."""
+    sw = sw or sweep(scores, mated, folds, n_folds)
     out = {"rule": rule, "level": level, "n_pairs": int(np.size(scores)), "n_mated": int(sw.genuine.sum()),
            "n_non_mated": int(sw.impostor.sum()), "n_folds": sw.n_folds,
            **kfold(sw, CRITERIA, level),

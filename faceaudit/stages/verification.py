@@ -20,7 +20,7 @@ from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.evaluate.folds import DEFAULT_FOLDS, check_fold_classes, check_folds, ordered_folds, sample_fold_pairs
 from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
 from faceaudit.evaluate.pairs import DEFAULT_SEED
-from faceaudit.evaluate.verification import FAR_TARGETS, RULES, at_threshold, evaluate
+from faceaudit.evaluate.verification import FAR_TARGETS, RULES, at_threshold, evaluate, roc, sweep
 from faceaudit.io.files import write_csv, write_json
 from faceaudit.io.protocols import read_pair_protocol, resolve_pairs
 from faceaudit.stages.variability import _jsonable, load, pair_scores
@@ -117,7 +117,8 @@ def run(source, pairs_file=None, *, sample: int | None = None, n_folds: int | No
     result = {"dataset": stem, "input": eset.metadata.get("source_file"), "model": arch,
               "n_embeddings": len(eset), "n_identities_in_pairs": int(np.unique(eset.identities[rows]).size),
               "protocol": protocol}
-    result.update(evaluate(scores, mated, folds, n_folds, rule=rule, threshold=fixed))
+    sw = sweep(scores, mated, folds, n_folds)
+    result.update(evaluate(scores, mated, folds, n_folds, rule=rule, threshold=fixed, sw=sw))
     genuine, impostor = scores[mated], scores[~mated]
     metrics = verification_metrics(genuine, impostor)
     eer_point = at_threshold(scores, mated, metrics["eer_th"])
@@ -125,22 +126,19 @@ def run(source, pairs_file=None, *, sample: int | None = None, n_folds: int | No
                      "frr": eer_point["frr"]}
     result["metrics"] = metrics
     result["ci"] = None if bootstrap == 0 else bootstrap_ci(genuine, impostor, bootstrap, seed=seed)
-    if "fixed_threshold" in result:
-        result["fixed_threshold"]["source"] = fixed_source
     result["fixed_threshold_source"] = fixed_source
     result["far_targets"] = list(FAR_TARGETS)
     result["faceaudit_version"] = __version__
     paths = output_paths(out_dir, stem)
-    result["paths"] = _write(paths, result, eset, rows, mated, folds, scores, lines, figures)
+    result["paths"] = _write(paths, result, eset, rows, mated, folds, scores, lines, roc(sw), figures)
     write_json(paths["json"], _jsonable(result))
     write_csv(paths["csv"], CSV_COLUMNS, csv_rows(result))
     echo("\n".join(report_lines(result)))
     return result
 
 
-def _write(paths: dict, result: dict, eset, rows, mated, folds, scores, lines, figures: bool) -> dict:
+def _write(paths: dict, result: dict, eset, rows, mated, folds, scores, lines, curve, figures: bool) -> dict:
     """Pairs CSV, thinned ROC CSV and the two figures; the paths of everything this run writes."""
-    from faceaudit.evaluate.verification import roc, sweep
     from faceaudit.report.curves import curve_points
 
     order = np.lexsort((np.arange(len(scores)), folds))
@@ -148,7 +146,7 @@ def _write(paths: dict, result: dict, eset, rows, mated, folds, scores, lines, f
         [int(folds[i]) + 1, int(mated[i]), repr(float(scores[i])), eset.identities[rows[i, 0]],
          eset.image_names[rows[i, 0]], eset.identities[rows[i, 1]], eset.image_names[rows[i, 1]],
          "" if lines is None else int(lines[i])] for i in order.tolist()))
-    thresholds, fm, fnm = roc(sweep(scores, mated))
+    thresholds, fm, fnm = curve
     far, frr = fm / result["n_non_mated"], fnm / result["n_mated"]
     chosen = [int(np.searchsorted(thresholds, p["threshold"])) for p in result["tar_at_far"] if p.get("reachable")]
     keep = curve_points(far, frr, keep=[i for i in chosen if i < thresholds.size])

@@ -31,7 +31,10 @@ def decision_threshold(arch: str | None, threshold: float | None = None) -> tupl
         return float(threshold), "given with --threshold"
     if not arch:
         return None, "the embeddings record no model (no 'arch' in their metadata); pass --threshold"
-    spec = get_spec(arch)
+    try:
+        spec = get_spec(arch)
+    except FaceauditError as exc:  # a model this version does not know: no documented value either
+        return None, f"{exc}; pass --threshold"
     if spec.threshold is None:
         return None, f"{spec.name} has no documented decision threshold; pass --threshold"
     return float(spec.threshold), f"{spec.name}'s documented threshold: {spec.threshold_source}"
