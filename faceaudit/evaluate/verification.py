@@ -75,10 +75,12 @@ class Sweep:
 
     def __post_init__(self):
         self.genuine_below, self.impostor_below = _below(self.genuine), _below(self.impostor)
-        #: the only thresholds that can maximise accuracy or F1 besides the top one (:func:`best_indices`)
-        self.candidates = np.flatnonzero(self.genuine)
-        self.at_candidates = (self.genuine_below[self.candidates], self.impostor_below[self.candidates],
-                              self.genuine[self.candidates] + self.impostor[self.candidates])
+        #: scores held by a mated pair whose next lower score is held by a non-mated pair (or that are the
+        #: lowest): with the top score, the only ones that can maximise accuracy or F1 (:func:`best_indices`)
+        after_impostor = np.empty(self.values.size, dtype=bool)
+        after_impostor[0] = True
+        np.greater(self.impostor[:-1], 0, out=after_impostor[1:])
+        self.run_starts = np.flatnonzero(after_impostor & (self.genuine > 0))
 
     @property
     def n_folds(self) -> int:
@@ -152,15 +154,18 @@ def counts_at(sw: Sweep, index: int, fold: int | None = None, held_out: bool = F
             "fp": int(sw.impostor_below[-1] + sw.impostor[-1]) - fold_i.size - tn, "fn": fn, "tn": tn}
 
 
-def _counts_at(at: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How many of ``indices`` lie below, and how many equal, each of ``at`` (both sorted): one
-    ``searchsorted`` of the (few) indices into ``at`` and two ``bincount`` passes."""
-    position = np.searchsorted(at, indices)
-    hit = position < at.size
-    hit[hit] = at[position[hit]] == indices[hit]
-    equal = np.bincount(position[hit], minlength=at.size)
-    below = np.cumsum(np.bincount(position + hit, minlength=at.size + 1)[:at.size])
-    return below, equal
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values ascending, how often each occurs): a plain sort and run lengths (``np.unique``
+    with counts hashes, several times slower on millions of integers)."""
+    values = np.sort(values)
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])) if values.size else values
+    return values[starts], np.diff(np.append(starts, values.size))
+
+
+def _in_fold(sorted_indices: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(how many of a fold's sorted unique-score indices lie below each of ``at``, how many equal it)."""
+    below = np.searchsorted(sorted_indices, at, side="left")
+    return below, np.searchsorted(sorted_indices, at, side="right") - below
 
 
 def _criterion(which: str, n_genuine: int, n_impostor: int, g_below, i_below):
@@ -177,10 +182,12 @@ def best_indices(sw: Sweep, fold: int | None = None, criteria=CRITERIA) -> dict[
     """Per criterion (accuracy, f1), the index of the unique score that maximises it on the pairs outside
     ``fold`` (all pairs when None). The candidates are the scores those pairs have; the lowest wins ties.
 
-    Only scores held by a mated pair of those, and the top one, can win: raising the threshold past a
-    score held by non-mated pairs only gains true negatives and loses nothing, so that score is beaten
-    by the next one up. The sweep therefore visits ``sw.candidates`` (about half the unique scores) and
-    the top training score, with every count a difference of running totals.
+    Few candidates can win. Among the scores the training pairs have, raising the threshold past one held
+    by non-mated pairs only gains true negatives, and lowering it onto one held by mated pairs only gains
+    true positives (F1 rises too, since ``accepted + G > TP``). So only the top score and the scores held
+    by a mated pair whose next lower training score is held by a non-mated pair can win: those are
+    ``sw.run_starts``, or lie just above a score every pair of which is in the held-out fold. Only
+    they are visited, every count a difference of running totals.
     """
     unknown = set(criteria) - set(CRITERIA)
     if unknown:
@@ -188,18 +195,22 @@ def best_indices(sw: Sweep, fold: int | None = None, criteria=CRITERIA) -> dict[
     fold_g, fold_i = sw.fold_indices[fold] if fold is not None else _empty()
     n_genuine = int(sw.genuine_below[-1] + sw.genuine[-1]) - fold_g.size
     n_impostor = int(sw.impostor_below[-1] + sw.impostor[-1]) - fold_i.size
-    at = sw.candidates
-    g_below, i_below, present = (array.copy() for array in sw.at_candidates)
+    at = sw.run_starts
+    if fold is not None:  # scores just above a score that only held-out pairs have
+        held, held_count = _runs(np.concatenate([fold_g, fold_i]))
+        held_only = held[held_count == sw.genuine[held] + sw.impostor[held]] + 1
+        at, _ = _runs(np.concatenate([at, held_only[held_only < sw.values.size]]))
+        at = at[sw.genuine[at] > 0]
+    g_below, i_below = sw.genuine_below[at], sw.impostor_below[at]
+    present = sw.genuine[at] + sw.impostor[at]
     if fold is not None:
         for fold_index, below in ((fold_g, g_below), (fold_i, i_below)):
-            fold_below, fold_equal = _counts_at(at, fold_index)
+            fold_below, fold_equal = _in_fold(fold_index, at)
             below -= fold_below
             present -= fold_equal
     absent = present == 0
     top = sw.values.size - 1  # the highest score some training pair has
-    while fold is not None and sw.genuine[top] + sw.impostor[top] == (
-            np.searchsorted(fold_g, top, "right") - np.searchsorted(fold_g, top)
-            + np.searchsorted(fold_i, top, "right") - np.searchsorted(fold_i, top)):
+    while fold is not None and sw.genuine[top] + sw.impostor[top] == sum(_in_fold(f, top)[1] for f in (fold_g, fold_i)):
         top -= 1
     top_counts = counts_at(sw, top, fold)
     out = {}
@@ -288,7 +299,7 @@ def tar_at_far(sw: Sweep, targets=FAR_TARGETS, rule: str = "nearest", level: flo
         raise FaceauditError(f"unknown operating-point rule {rule!r}; use {' or '.join(RULES)}")
     thresholds, fm, fnm = roc(sw)
     n_g, n_i = int(sw.genuine.sum()), int(sw.impostor.sum())
-    far = fm / n_i
+    rising = -(fm / n_i)  # FAR falls along the ascending thresholds, so -FAR can be binary-searched
     out = []
     for target in targets:
         entry = {"far_target": float(target), "rule": rule}
@@ -297,11 +308,12 @@ def tar_at_far(sw: Sweep, targets=FAR_TARGETS, rule: str = "nearest", level: flo
                                                  f"{n_i:,} were compared")
             out.append(entry)
             continue
-        if rule == "nearest":
-            index = int(np.argmin(np.abs(far - target)))  # the first (lowest threshold) on ties
-        else:
-            allowed = np.flatnonzero(far <= target)
-            index = int(allowed[0]) if allowed.size else None
+        at_most = int(np.searchsorted(rising, -target))  # the first index with FAR <= target
+        index = at_most if at_most < rising.size else None
+        if rule == "nearest" and at_most > 0:  # or the first index of the FAR level just above the target
+            above = int(np.searchsorted(rising, rising[at_most - 1]))
+            if index is None or abs(-rising[above] - target) <= abs(-rising[index] - target):
+                index = above  # the lower threshold on ties
         if index is None:  # even the highest score is a false match too often: accept nothing
             threshold, false_matches, false_non_matches = float(np.nextafter(thresholds[-1], np.inf)), 0, n_g
         else:
