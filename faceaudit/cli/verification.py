@@ -2,25 +2,14 @@
 report them (k-fold accuracy, TAR@FAR, ROC/DET), and many datasets' results on one page."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from faceaudit.cli.common import add_skip_invalid, non_negative_int, positive_int
+from faceaudit.cli.common import add_skip_invalid, cosine_type, non_negative_int, positive_int, seed_type
 from faceaudit.errors import FaceauditError
 
 RULE_HELP = ("how an operating point is read off the ROC for TAR@FAR: 'nearest' (pyeer: the FAR nearest the "
              "target, lowest threshold on ties) or 'at-most' (bob.measure: the highest TAR with FAR <= target); "
              "default: %(default)s")
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a cosine threshold lies in [-1, 1], got {value}")
-    return value
 
 
 def add(sub) -> None:
@@ -39,7 +28,7 @@ def add(sub) -> None:
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the architecture's in Models/)")
     p.add_argument("--align", choices=("none", "yunet"), default="yunet",
                    help="detect and align the face first (default: %(default)s; 'none' for already aligned crops)")
-    p.add_argument("--threshold", type=_threshold, default=None,
+    p.add_argument("--threshold", type=cosine_type, default=None,
                    help="decision threshold on the cosine score (default: the model's documented threshold)")
     p.add_argument("--models-dir", type=Path, default=Path("Models"),
                    help="where model files are (default: %(default)s)")
@@ -63,13 +52,13 @@ def add(sub) -> None:
     p.add_argument("--folds", type=positive_int, default=None,
                    help="number of folds (default: the pairs file's own, else 10)")
     p.add_argument("--rule", choices=("nearest", "at-most"), default="nearest", help=RULE_HELP)
-    p.add_argument("--threshold", type=_threshold, default=None,
+    p.add_argument("--threshold", type=cosine_type, default=None,
                    help="also report the rates at this fixed threshold (default: the model's documented threshold, "
                         "when the embeddings' metadata names a model that has one)")
     p.add_argument("--bootstrap", type=non_negative_int, default=None,
                    help="bootstrap resamples for the 95%% CIs of EER, FMR100, FMR1000, AUC ...; 0 skips them "
                         "(default: 1000 up to 200k scores, then fewer)")
-    p.add_argument("--seed", type=int, default=42, help="seed of fold assignment, sampling and bootstrap (default: 42)")
+    p.add_argument("--seed", type=seed_type, default=42, help="seed of fold assignment, sampling and bootstrap (default: 42)")
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out (and count) pairs naming images that are not in the embeddings")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder for Verification/ (default: .)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.evaluate.pairs import DEFAULT_SEED, identity_codes, sample_pairs
 
@@ -45,6 +46,7 @@ def identity_folds(identities, n_folds: int, seed: int = DEFAULT_SEED, source: s
     pairs); an error says so when the identities cannot fill ``n_folds`` folds.
     """
     check_folds(n_folds)
+    checks.seed(seed)
     codes = identity_codes(identities)
     uniques, codes = np.unique(codes, return_inverse=True)
     if uniques.size < 2 * n_folds:

@@ -22,6 +22,7 @@ import numpy as np
 
 from faceaudit.errors import FaceauditError
 from faceaudit.io.embeddings import EmbeddingSet
+from faceaudit.io.files import read_text
 
 LABELS = {"1": True, "0": False, "true": True, "false": False}
 PATH_COLUMNS = ("path1", "path2", "label")
@@ -65,10 +66,7 @@ def read_pair_protocol(path: str | os.PathLike) -> PairList:
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise FaceauditError(f"{path}: pairs file not found")
-    try:
-        return path.read_text()
-    except UnicodeDecodeError:
-        raise FaceauditError(f"{path}: not a text file of pairs") from None
+    return read_text(path, "a text file of pairs")
 
 
 def _check_classes(pairs: PairList) -> None:

@@ -50,29 +50,31 @@ def default_weights_path(spec: ModelSpec, models_dir: str | Path = MODELS_DIR) -
     return Path(models_dir) / spec.weights_file if spec.weights_file else None
 
 
-def _missing_file_error(path: Path, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> FaceauditError:
+def _missing_file_error(path: Path, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR,
+                        option: str = "--weights") -> FaceauditError:
     if spec is not None and spec.weights_loader == "torchscript":
         return FaceauditError(f"TorchScript file {str(path)!r} not found: pass the path of a "
-                              f"torch.jit.save file with --weights PATH")
+                              f"torch.jit.save file with {option} PATH")
     where = f"weights file {str(path)!r}" + (f" for {spec.name}" if spec else "") + " not found"
     if spec is None or not spec.weights_file:
         return FaceauditError(f"{where}: pass the path of an existing weights file (see Models/README.md)")
     expected = (Path(models_dir) / spec.weights_file).as_posix()
     how = spec.download or "get it from the model's publisher"
     return FaceauditError(f"{where}: {how}; the file belongs at {expected} "
-                          f"(or pass --weights PATH; see Models/README.md)")
+                          f"(or pass {option} PATH; see Models/README.md)")
 
 
-def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> Path:
+def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR,
+                option: str = "--weights") -> Path:
     if path is None:
         default = default_weights_path(spec, models_dir) if spec else None
         if default is None:
             name = spec.name if spec else "this architecture"
-            raise FaceauditError(f"{name} has no conventional weights file: pass --weights PATH")
+            raise FaceauditError(f"{name} has no conventional weights file: pass {option} PATH")
         path = default
     path = Path(path)
     if not path.exists():
-        raise _missing_file_error(path, spec, models_dir)
+        raise _missing_file_error(path, spec, models_dir, option)
     if not path.is_file():
         raise FaceauditError(f"weights path {str(path)!r} is not a file")
     return path
@@ -89,6 +91,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Only plain tensors and containers are unpickled (``weights_only=True``).
     """
     path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # torch.save: a zip, or a pickle
+        raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: it is neither the zip archive nor "
+                             f"the pickle that torch.save writes")
     if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: refuse instead
         raise FaceauditError(f"{str(path)!r} is a TorchScript file, not a state_dict: "
                              f"load it with --arch torchscript")
@@ -247,19 +254,20 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
 
 
 def load_model(name: str, weights_path: str | Path | None, device: str | torch.device | None = "cpu",
-               models_dir: str | Path = MODELS_DIR) -> tuple[torch.nn.Module, dict]:
+               models_dir: str | Path = MODELS_DIR, option: str = "--weights") -> tuple[torch.nn.Module, dict]:
     """A ready-to-run model (eval mode, on ``device``) and metadata for the outputs.
 
     ``weights_path=None`` means the conventional file ``<models_dir>/<spec.weights_file>``.
-    ``name="torchscript"`` loads any ``torch.jit.save`` file whole.
+    ``name="torchscript"`` loads any ``torch.jit.save`` file whole. ``option``: the caller's flag for
+    the weights file, named in errors.
     The info dict has ``arch``, ``weights``, ``sha256``, ``embedding_dim``, ``device``
     and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``).
     """
     spec = get_spec(name)
     device = _as_device(device)
     if spec.weights_loader == "torchscript" and weights_path is None:
-        raise FaceauditError("--arch torchscript needs the TorchScript file: pass --weights PATH")
-    path = _check_file(weights_path, spec, models_dir)
+        raise FaceauditError(f"--arch torchscript needs the TorchScript file: pass {option} PATH")
+    path = _check_file(weights_path, spec, models_dir, option)
     if spec.weights_loader == "torchscript":
         model, dim = _load_torchscript(path, spec, device)
         sha = sha256_file(path)

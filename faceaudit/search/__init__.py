@@ -5,8 +5,8 @@
 :mod:`.chunked` runs long searches in checkpointed chunks that resume after an interruption.
 """
 from faceaudit.search.chunked import CHECKPOINT_QUERIES, best_match_resumable, top_pairs_resumable
-from faceaudit.search.engine import PRECISIONS, block_sizes, exact_scores
+from faceaudit.search.engine import PRECISIONS, as_cosines, block_sizes, exact_scores
 from faceaudit.search.exact import BestMatches, Neighbours, TopPairs, best_match, top_k, top_pairs
 
-__all__ = ["CHECKPOINT_QUERIES", "PRECISIONS", "BestMatches", "Neighbours", "TopPairs", "best_match",
+__all__ = ["CHECKPOINT_QUERIES", "PRECISIONS", "BestMatches", "as_cosines", "Neighbours", "TopPairs", "best_match",
            "best_match_resumable", "block_sizes", "exact_scores", "top_k", "top_pairs", "top_pairs_resumable"]

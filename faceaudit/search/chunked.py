@@ -6,11 +6,13 @@ which is removed when the search is done. Results equal one uninterrupted search
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from faceaudit.errors import Interrupted
 from faceaudit.io.checkpoint import Checkpoint, fingerprint
 from faceaudit.search.exact import BestMatches, TopPairs, best_match, top_pairs
 
@@ -38,6 +40,18 @@ def _chunks(n: int, done: int, progress: bool, desc: str):
         bar.close()
 
 
+@contextlib.contextmanager
+def _say_what_is_kept(store: Checkpoint | None):
+    """A Ctrl-C says whether finished chunks were kept, and where."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if store is not None and store.path.is_file():
+            raise Interrupted(f"interrupted; the finished queries are kept in {store.path}: run the same "
+                              "command again to resume") from None
+        raise
+
+
 def best_match_resumable(queries: np.ndarray, references: np.ndarray, *, rows: np.ndarray | None = None,
                          checkpoint: str | os.PathLike | None = None, device: str = "auto",
                          precision: str = "fp32", memory_budget_bytes: int | None = None,
@@ -55,13 +69,14 @@ def best_match_resumable(queries: np.ndarray, references: np.ndarray, *, rows: n
     if saved is not None:
         done = int(saved["done"])
         scores[:done], indices[:done] = saved["scores"], saved["indices"]
-    for start, stop in _chunks(n, done, progress, "best matches"):
-        found = best_match(queries[rows[start:stop]], references, device=device, precision=precision,
-                           memory_budget_bytes=memory_budget_bytes, progress=progress,
-                           desc=f"best matches of queries {start + 1:,}-{stop:,}")
-        scores[start:stop], indices[start:stop] = found.scores, found.indices
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
+    with _say_what_is_kept(store):
+        for start, stop in _chunks(n, done, progress, "best matches"):
+            found = best_match(queries[rows[start:stop]], references, device=device, precision=precision,
+                               memory_budget_bytes=memory_budget_bytes, progress=progress,
+                               desc=f"best matches of queries {start + 1:,}-{stop:,}")
+            scores[start:stop], indices[start:stop] = found.scores, found.indices
+            if store and stop < n:
+                store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
     if store:
         store.clear()
     return BestMatches(scores, indices)
@@ -79,16 +94,17 @@ def top_pairs_resumable(queries: np.ndarray, references: np.ndarray, k: int, *, 
     done = 0
     if saved is not None:
         done, best = int(saved["done"]), (saved["scores"], saved["query_indices"], saved["reference_indices"])
-    for start, stop in _chunks(n, done, progress, "closest pairs"):
-        found = top_pairs(queries[start:stop], references, k, positive_only=positive_only, device=device,
-                          precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
-                          desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
-        s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
-                                                               found.reference_indices)))
-        order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
-        best = (s[order], q[order], r[order])
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
+    with _say_what_is_kept(store):
+        for start, stop in _chunks(n, done, progress, "closest pairs"):
+            found = top_pairs(queries[start:stop], references, k, positive_only=positive_only, device=device,
+                              precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
+                              desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
+            s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
+                                                                   found.reference_indices)))
+            order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
+            best = (s[order], q[order], r[order])
+            if store and stop < n:
+                store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
     if store:
         store.clear()
     return TopPairs(*best)

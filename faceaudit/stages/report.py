@@ -11,7 +11,6 @@ What is read, under each folder at any depth (``<stem>`` names the dataset):
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 
 from faceaudit.errors import FaceauditError
 from faceaudit.evaluate.verification import FAR_TARGETS
-from faceaudit.io.files import read_csv_columns, read_scores
+from faceaudit.io.files import read_csv_columns, read_json, read_scores
 from faceaudit.report.page import Page, write_table
 from faceaudit.stages.variability import MATED_SUFFIX, METRICS_DIR, NON_MATED_SUFFIX, SCORES_DIR
 from faceaudit.stages.verification import VERIFICATION_DIR
@@ -48,10 +47,7 @@ class Dataset:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FaceauditError(f"{path}: not a readable JSON file ({exc})") from None
+    value = read_json(path)
     if not isinstance(value, dict):
         raise FaceauditError(f"{path}: expected a JSON object")
     return value

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.evaluate.folds import DEFAULT_FOLDS, check_fold_classes, check_folds, ordered_folds, sample_fold_pairs
 from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
@@ -40,8 +41,11 @@ def output_paths(out_dir, stem: str) -> dict[str, Path]:
             "roc_figure": folder / f"{stem}_ROC", "det_figure": folder / f"{stem}_DET"}
 
 
-def check_options(pairs_file, sample, n_folds, rule: str, bootstrap) -> None:
+def check_options(pairs_file, sample, n_folds, rule: str, bootstrap, seed, threshold) -> None:
     """Every argument checked before any work."""
+    checks.seed(seed)
+    if threshold is not None:
+        checks.cosine(threshold)
     if pairs_file is not None and sample is not None:
         raise FaceauditError("give either a pairs file or --sample, not both")
     if pairs_file is not None and not Path(pairs_file).is_file():
@@ -107,7 +111,7 @@ def run(source, pairs_file=None, *, sample: int | None = None, n_folds: int | No
     the model's documented one, when the embeddings name their model). ``bootstrap``: resamples for the
     95% bootstrap CIs of the pyeer metrics (None: the variability default; 0: none).
     """
-    check_options(pairs_file, sample, n_folds, rule, bootstrap)
+    check_options(pairs_file, sample, n_folds, rule, bootstrap, seed, threshold)
     eset, stem = load(source, skip_invalid)
     arch = eset.metadata.get("arch")
     fixed, fixed_source = decision_threshold(arch, threshold)

@@ -11,9 +11,11 @@ from typing import Callable
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.files import write_csv
 from faceaudit.io.protocols import read_image_pairs
+from faceaudit.stages.variability import pair_scores
 
 RESULT_COLUMNS = ("line", "image1", "image2", "score", "threshold", "same_person", "label", "error")
 DEFAULT_ARCH = "sface"
@@ -28,7 +30,7 @@ def decision_threshold(arch: str | None, threshold: float | None = None) -> tupl
     from faceaudit.models import get_spec
 
     if threshold is not None:
-        return float(threshold), "given with --threshold"
+        return checks.cosine(threshold), "given with --threshold"
     if not arch:
         return None, "the embeddings record no model (no 'arch' in their metadata); pass --threshold"
     try:
@@ -59,9 +61,7 @@ def verify_images(pairs: list[tuple[str, str]], arch: str = DEFAULT_ARCH, weight
     row_of = {path: row for row, path in enumerate(files)}
     embedded = embed_images(files, arch, weights, device=device, align=align, models_dir=models_dir,
                             flip_tta=flip_tta, skip_errors=skip_missing)
-    left = embedded.vectors[[row_of[a] for a, _ in pairs]].astype(np.float64)
-    right = embedded.vectors[[row_of[b] for _, b in pairs]].astype(np.float64)
-    scores = np.einsum("ij,ij->i", left, right)
+    scores = pair_scores(embedded.vectors, np.array([[row_of[a], row_of[b]] for a, b in pairs], dtype=np.int64))
     errors = {}
     for index, (a, b) in enumerate(pairs):
         reasons = [f"{path}: {embedded.errors[row_of[path]]}" for path in (a, b) if row_of[path] in embedded.errors]
