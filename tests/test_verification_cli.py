@@ -3,6 +3,7 @@ one line with exit code 2 and nothing written, many datasets on one page, and tw
 with the real SFace model (skipped when ORL or the models are absent)."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -112,6 +113,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case
     assert len(err.splitlines()) == 1 and message in err, err
     if case != "too few identities":
         assert f"{pairs}{where}" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"seed": -1}, "seed must be an integer"), ({"threshold": 1.5}, "threshold must be a finite number in [-1, 1]"),
+    ({"rule": "closest"}, "unknown --rule"), ({"n_folds": 1}, "--folds must be at least 2")])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, options, message):
+    from faceaudit.errors import FaceauditError
+    from faceaudit.stages import verification
+
+    with pytest.raises(FaceauditError, match=re.escape(message)):
+        verification.run(tmp_path / "absent.npz", out_dir=tmp_path / "out", **options)  # checked before loading
     assert not (tmp_path / "out").exists()
 
 
