@@ -2,7 +2,8 @@
 as pyeer draws it, the DET on normal-deviate axes as bob.measure and NIST draw it), and a grid of
 mated / non-mated score densities, one panel per dataset.
 
-A ROC of millions of pairs is thinned to a few thousand points (:func:`curve_points`) that keep its
+Curves take the colours and line styles of :func:`faceaudit.report.compare_plots.overlay_style`, so
+16 or more datasets stay apart. A ROC of millions of pairs is thinned to a few thousand points (:func:`curve_points`) that keep its
 shape on both kinds of axes and every chosen operating point.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from faceaudit.report.compare_plots import overlay_style
 from faceaudit.report.plots import plt
 
 MAX_POINTS = 2000
@@ -53,12 +55,13 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "
     ``(far, tar, text)`` per label. Points with FAR = 0 cannot be drawn on a log axis and are left out."""
     fig, ax = plt.subplots(figsize=figsize)
     lowest = 1.0
-    for label, (far, tar) in curves.items():
+    for rank, (label, (far, tar)) in enumerate(curves.items()):
         far, tar = np.asarray(far, dtype=np.float64), np.asarray(tar, dtype=np.float64)
         shown = far > 0
         if shown.any():
             lowest = min(lowest, float(far[shown].min()))
-        line, = ax.plot(far[shown], tar[shown], label=label)
+        color, style = overlay_style(rank)
+        line, = ax.plot(far[shown], tar[shown], label=label, color=color, linestyle=style)
         for x, y, text in (points or {}).get(label, ()):
             if x > 0:
                 ax.plot([x], [y], "o", color=line.get_color(), markersize=4)
@@ -78,14 +81,15 @@ def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "
 
     fig, ax = plt.subplots(figsize=figsize)
     low, high = 0.5, 0.5
-    for label, (far, frr) in curves.items():
+    for rank, (label, (far, frr)) in enumerate(curves.items()):
         far, frr = np.asarray(far, dtype=np.float64), np.asarray(frr, dtype=np.float64)
         shown = (far > 0) & (far < 1) & (frr > 0) & (frr < 1)
         if shown.any():
             low = min(low, float(far[shown].min()), float(frr[shown].min()))
             high = max(high, float(far[shown].max()), float(frr[shown].max()))
         note = "" if shown.any() else " (no point: the two rates are never both > 0)"
-        ax.plot(norm.ppf(far[shown]), norm.ppf(frr[shown]), label=label + note)
+        color, style = overlay_style(rank)
+        ax.plot(norm.ppf(far[shown]), norm.ppf(frr[shown]), label=label + note, color=color, linestyle=style)
     ticks = [t for t in DET_TICKS if low / 2 <= t <= min(high * 1.5, 0.99)] or [0.5]
     limits = norm.ppf([max(low / 2, 1e-7), min(high * 1.5, 0.995)])
     for axis_ticks, axis_limits in ((ax.set_xticks, ax.set_xlim), (ax.set_yticks, ax.set_ylim)):

@@ -198,8 +198,9 @@ def _mated_non_mated(d: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
 
 def figures(datasets: Sequence[Dataset], out: Path) -> list[tuple[Path, str, str]]:
     """The overlay figures (PNG + PDF under ``out/figures``): ``(png path, caption, sources)`` each."""
+    from faceaudit.report.compare_plots import overlay_densities
     from faceaudit.report.curves import plot_det, plot_kde_grid, plot_roc
-    from faceaudit.report.plots import plot_distributions, save_figure
+    from faceaudit.report.plots import kde_curve, save_figure
 
     rocs = {d.label: r for d in datasets if (r := _roc_of(d)) is not None}  # read everything before writing
     densities = {d.label: s for d in datasets if (s := _mated_non_mated(d)) is not None}
@@ -217,7 +218,8 @@ def figures(datasets: Sequence[Dataset], out: Path) -> list[tuple[Path, str, str
         made.append((paths[0], "Mated vs non-mated similarity, one panel per dataset",
                      "SimilarityScores/ where present, else the verification pairs"))
     if best:
-        fig = plot_distributions(best, "Best match in the reference set", xlabel="Cosine similarity (best match)")
+        fig = overlay_densities({label: kde_curve(scores) for label, scores in best.items()},
+                                "Best match in the reference set", notes={k: f"(n={len(v):,})" for k, v in best.items()})
         paths = save_figure(fig, folder / "BestMatches_all", formats=("png", "pdf"))
         made.append((paths[0], "Best-match similarity of every dataset's queries",
                      ", ".join(str(d.best_matches) for d in datasets if d.best_matches)))
