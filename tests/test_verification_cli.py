@@ -141,6 +141,8 @@ def test_skip_missing_counts_what_it_leaves_out(tmp_path, capsys):
 
 
 def test_report_puts_every_dataset_on_one_page(tmp_path):
+    from faceaudit.io.embeddings import load_embeddings
+    from faceaudit.io.files import write_scores
     from faceaudit.stages import leakage, report, variability, verification
 
     out = tmp_path / "results"
@@ -149,11 +151,14 @@ def test_report_puts_every_dataset_on_one_page(tmp_path):
     for name, path in files.items():
         variability.run(path, 200, out, bootstrap=0, figures=False)
         verification.run(path, sample=200, n_folds=4, out_dir=out, bootstrap=0, figures=False)
-    leakage.run_leakage(files["dcface"], files["idiff"], out_dir=out / "leakage", n_comparisons=None,
-                        thresholds=[0.5], device="cpu", progress=False)
+    query, reference = load_embeddings(files["dcface"]), load_embeddings(files["idiff"])
+    best = leakage.best_matches(query, reference, device="cpu", progress=False)  # leakage's files, no figure
+    write_scores(out / "leakage" / f"dcface_BestMatches_{len(query)}.txt", best.scores)
+    leakage.write_summary(out / "leakage" / "dcface_leakage_summary.json", out / "leakage" / "dcface_leakage_summary.csv",
+                          [leakage.summary(best.scores, [0.5], name="dcface")])
     verification.run(files["idiff"], sample=200, n_folds=4, out_dir=out / "again", rule="at-most", bootstrap=0,
                      figures=False)  # a second run of one stage is a row of its own
-    made = report.run_report([out], tmp_path / "page", title="Two sets")
+    made = report.run_report([out], tmp_path / "page", title="Two sets", formats=("png",))
     assert made["datasets"] == ["dcface", "idiff (results)", "idiff (results/again)"]
     rows = {r["dataset"]: r for r in read_rows(tmp_path / "page" / "datasets.csv")}
     assert rows["idiff (results/again)"]["TAR@FAR rule"] == "at-most" and rows["idiff (results/again)"]["EER"] == ""

@@ -74,6 +74,7 @@ def add(sub) -> None:
     p.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="output folders of faceaudit runs")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
     p.add_argument("--title", default="faceaudit report", help="page title (default: %(default)s)")
+    p.add_argument("--no-pdf", action="store_true", help="write the figures as PNG only (default: PNG and PDF)")
     p.set_defaults(func=_run_report)
 
 
@@ -120,5 +121,5 @@ def _run_verification(args) -> int:
 def _run_report(args) -> int:
     from faceaudit.stages.report import run_report
 
-    run_report(args.folders, args.out, title=args.title, echo=print)
+    run_report(args.folders, args.out, title=args.title, formats=("png",) if args.no_pdf else ("png", "pdf"), echo=print)
     return 0

@@ -27,6 +27,7 @@ from faceaudit.stages.variability import MATED_SUFFIX, METRICS_DIR, NON_MATED_SU
 from faceaudit.stages.verification import VERIFICATION_DIR
 
 DEFAULT_OUT = "report"
+FORMATS = ("png", "pdf")
 _BEST_MATCHES = re.compile(r"^(?P<stem>.+)_BestMatches_(?P<n>\d+)\.txt$")
 
 
@@ -196,8 +197,8 @@ def _mated_non_mated(d: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def figures(datasets: Sequence[Dataset], out: Path) -> list[tuple[Path, str, str]]:
-    """The overlay figures (PNG + PDF under ``out/figures``): ``(png path, caption, sources)`` each."""
+def figures(datasets: Sequence[Dataset], out: Path, formats: Sequence[str] = FORMATS) -> list[tuple[Path, str, str]]:
+    """The overlay figures (``formats``, PNG first, under ``out/figures``): ``(png path, caption, sources)`` each."""
     from faceaudit.report.compare_plots import overlay_densities
     from faceaudit.report.curves import plot_det, plot_kde_grid, plot_roc
     from faceaudit.report.plots import kde_curve, save_figure
@@ -209,18 +210,18 @@ def figures(datasets: Sequence[Dataset], out: Path) -> list[tuple[Path, str, str
     if rocs:
         sources = "verification ROC where present, else the variability score files"
         paths = save_figure(plot_roc({k: (far, 1 - frr) for k, (far, frr) in rocs.items()}, "ROC, every dataset"),
-                            folder / "ROC_all", formats=("png", "pdf"))
+                            folder / "ROC_all", formats=formats)
         made.append((paths[0], "ROC of every dataset (log FAR)", sources))
-        paths = save_figure(plot_det(rocs, "DET, every dataset"), folder / "DET_all", formats=("png", "pdf"))
+        paths = save_figure(plot_det(rocs, "DET, every dataset"), folder / "DET_all", formats=formats)
         made.append((paths[0], "DET of every dataset (normal-deviate axes)", sources))
     if densities:
-        paths = save_figure(plot_kde_grid(densities), folder / "MatedVsNonmated_grid", formats=("png", "pdf"))
+        paths = save_figure(plot_kde_grid(densities), folder / "MatedVsNonmated_grid", formats=formats)
         made.append((paths[0], "Mated vs non-mated similarity, one panel per dataset",
                      "SimilarityScores/ where present, else the verification pairs"))
     if best:
         fig = overlay_densities({label: kde_curve(scores) for label, scores in best.items()},
                                 "Best match in the reference set", notes={k: f"(n={len(v):,})" for k, v in best.items()})
-        paths = save_figure(fig, folder / "BestMatches_all", formats=("png", "pdf"))
+        paths = save_figure(fig, folder / "BestMatches_all", formats=formats)
         made.append((paths[0], "Best-match similarity of every dataset's queries",
                      ", ".join(str(d.best_matches) for d in datasets if d.best_matches)))
     return made
@@ -236,13 +237,17 @@ def _section(page: Page, header: list[str], rows: list[list], columns: Sequence[
 
 
 def run_report(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike = DEFAULT_OUT,
-               title: str = "faceaudit report", echo: Callable[[str], None] = lambda _: None) -> dict:
+               title: str = "faceaudit report", formats: Sequence[str] = FORMATS,
+               echo: Callable[[str], None] = lambda _: None) -> dict:
     """Gather, tabulate and draw; writes ``out/report.md``, ``out/report.html``, ``out/datasets.csv/.md`` and
-    ``out/figures/``. Returns the datasets' labels and the written paths."""
+    ``out/figures/`` (each figure in ``formats``: PNG for the page, PDF for papers). Returns the datasets'
+    labels and the written paths."""
+    if not formats or formats[0] != "png":
+        raise FaceauditError(f"the page shows PNG figures: formats must start with 'png', got {list(formats)}")
     out = Path(out_dir)
     datasets = gather(folders, skip=out.resolve() if out.exists() else None)
     header, rows = table_rows(datasets)
-    made = figures(datasets, out)
+    made = figures(datasets, out, formats)
     tables = write_table(out / "datasets", header, rows)
     page = Page(title).text(f"{len(datasets)} dataset(s) from {', '.join(str(f) for f in folders)}. "
                             f"The full table (every column): datasets.csv.")
