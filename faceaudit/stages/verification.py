@@ -22,9 +22,9 @@ from faceaudit.evaluate.folds import DEFAULT_FOLDS, check_fold_classes, check_fo
 from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
 from faceaudit.evaluate.pairs import DEFAULT_SEED
 from faceaudit.evaluate.verification import FAR_TARGETS, RULES, at_threshold, evaluate, roc, sweep
-from faceaudit.io.files import write_csv, write_json
+from faceaudit.io.files import jsonable, write_csv, write_json
 from faceaudit.io.protocols import read_pair_protocol, resolve_pairs
-from faceaudit.stages.variability import _jsonable, load, pair_scores
+from faceaudit.stages.variability import load, pair_scores
 from faceaudit.stages.verify import decision_threshold
 from faceaudit.report.verification import CSV_COLUMNS, csv_rows, report_lines
 from faceaudit.version import __version__
@@ -135,7 +135,7 @@ def run(source, pairs_file=None, *, sample: int | None = None, n_folds: int | No
     result["faceaudit_version"] = __version__
     paths = output_paths(out_dir, stem)
     result["paths"] = _write(paths, result, eset, rows, mated, folds, scores, lines, roc(sw), figures)
-    write_json(paths["json"], _jsonable(result))
+    write_json(paths["json"], jsonable(result))
     write_csv(paths["csv"], CSV_COLUMNS, csv_rows(result))
     echo("\n".join(report_lines(result)))
     return result
