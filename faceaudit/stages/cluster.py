@@ -22,7 +22,7 @@ from faceaudit.evaluate import clustering as methods
 from faceaudit.evaluate.clustering_metrics import (MERGED_COLUMNS, SPLIT_COLUMNS, clustering_scores, contingency,
                                                    merged_identities, split_identities)
 from faceaudit.io.embeddings import EmbeddingSet
-from faceaudit.io.files import write_csv, write_json
+from faceaudit.io.files import jsonable, write_csv, write_json
 from faceaudit.stages.variability import load
 from faceaudit.version import __version__
 
@@ -195,7 +195,7 @@ def run(source, method: str = "graph", out_dir=DEFAULT_OUT, *, threshold: float 
     json_path = base.with_name(base.name + "_metrics.json")
     report["paths"] = {key: [str(p) for p in value] if isinstance(value, list) else str(value)
                        for key, value in paths.items()} | {"metrics": str(json_path)}
-    write_json(json_path, report)
+    write_json(json_path, jsonable(report))
     echo("\n".join(summary_lines(report, merged, split)))
     return report
 
