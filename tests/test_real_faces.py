@@ -3,8 +3,9 @@
 Every mated pair (1,800) and every non-mated pair (78,000) is scored, for SFace with and
 without YuNet alignment and for InsightFace's ArcFace MobileFaceNet (arcface-mbf) with and
 without SCRFD alignment. Aligned, SFace must separate ORL almost perfectly (EER <= 1%) and
-arcface-mbf all but perfectly (EER <= 0.05%; unaligned <= 3%). Skipped with a reason when
-ORL or the models are absent (offline and not in Models/).
+arcface-mbf all but perfectly (EER <= 0.05%; unaligned <= 3%); the aligned SFace embeddings
+are also clustered. Skipped with a reason when ORL or the models are absent (offline and not in
+Models/).
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-
 from conftest import real_model, shared_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+EMBEDDED: dict[tuple[str, str], Path] = {}  # (arch, alignment) -> the embedding file the fixtures wrote
 
 
 def exhaustive_metrics(path: Path) -> dict:
@@ -43,6 +45,7 @@ def embed_orl(out: Path, arch: str, detector: str) -> dict:
                                 log=lambda m: None)
         assert summary["complete"] and summary["embedded"] == 400 and summary["errors"] == 0, summary
         results[align] = exhaustive_metrics(path)
+        EMBEDDED[arch, align] = path
     print(f"\nORL x {arch}, exhaustive:", {k: {m: round(v[m], 6) for m in ("eer", "fmr1000_th", "gmean", "imean")}
                                           for k, v in results.items()})
     return results
@@ -88,3 +91,41 @@ def test_arcface_mbf_threshold_is_its_fmr1000_threshold_on_aligned_orl(orl_arcfa
     spec = get_spec("arcface-mbf")
     assert spec.threshold == pytest.approx(orl_arcface["scrfd"]["fmr1000_th"], abs=5e-5)
     assert "SCRFD-aligned" in spec.threshold_source
+
+
+def test_aligned_orl_clusters_by_identity(orl_metrics, tmp_path):
+    """At SFace's default threshold (from the file's metadata) Chinese Whispers finds ORL's 40 people;
+    connected components of the same graph merge some of them through single false links."""
+    from faceaudit.stages import cluster
+
+    common = dict(out_dir=tmp_path, figures=False, device="cpu", progress=False)
+    whispers = cluster.run(EMBEDDED["sface", "yunet"], **common)
+    components = cluster.run(EMBEDDED["sface", "yunet"], graph_algorithm="components", **common)
+    assert whispers["threshold_source"].startswith("sface's default") and whispers["settings"]["converged"]
+    w, c = whispers["scores"], components["scores"]
+    assert w["clusters"] == 40 and w["nmi"] >= 0.99 and w["bcubed_f1"] >= 0.99, w
+    assert c["pairwise_recall"] == 1.0 and c["pairwise_precision"] < w["pairwise_precision"], c
+
+
+def test_clustering_finds_planted_collapse_and_drift_in_real_faces(orl_metrics, tmp_path):
+    """ORL relabelled: s1's faces filed under s2 (one label, two people) and s3's last five under s3b
+    (two labels, one person). The findings name exactly these."""
+    import csv
+
+    import numpy as np
+
+    from faceaudit.io.embeddings import load_embeddings
+    from faceaudit.stages import cluster
+
+    eset = load_embeddings(EMBEDDED["sface", "yunet"])
+    ids = eset.identities.astype(object)
+    ids[ids == "s1"] = "s2"
+    ids[(ids == "s3") & np.isin(eset.image_names, [f"{i}.pgm" for i in range(6, 11)])] = "s3b"
+    eset.identities = ids.astype(str)
+    report = cluster.run(eset, out_dir=tmp_path, figures=False, device="cpu", progress=False, stem="planted")
+    with open(report["paths"]["merged_identities"]) as handle:
+        merged = [(row["identity_a"], row["identity_b"], float(row["merged_share"])) for row in csv.DictReader(handle)]
+    with open(report["paths"]["split_identities"]) as handle:
+        split = [(row["identity"], int(row["clusters"]), float(row["largest_cluster_share"]))
+                 for row in csv.DictReader(handle)]
+    assert merged == [("s3", "s3b", 1.0)] and split == [("s2", 2, 0.5)]

@@ -124,6 +124,19 @@ def read_scores(path: str | os.PathLike) -> np.ndarray:
     raise FaceauditError(f"{path}: unreadable scores")
 
 
+def jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers and inf/NaN as None (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # e.g. FDR is inf when both spreads are 0
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
     with atomic_write(path) as out:
         json.dump(obj, out, indent=indent, allow_nan=False)
