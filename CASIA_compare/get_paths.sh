@@ -13,10 +13,11 @@ if [[ ${#files[@]} -eq 0 ]]; then
     echo "get_paths.sh: error: no .json files in $INPUT_DIR" >&2
     exit 2
 fi
+failed=()  # one bad file is reported and skipped; the script fails at the end if any file did
 for json_file in "${files[@]}"; do
     base_name=$(basename "$json_file" .json)
     output_csv="$OUTPUT_DIR/${base_name}_matches.csv"
-    "$PYTHON" - "$json_file" "$output_csv" <<'PY'
+    if ! "$PYTHON" - "$json_file" "$output_csv" <<'PY'
 import csv, json, os, sys, tempfile
 src, dst = sys.argv[1], sys.argv[2]
 try:
@@ -32,5 +33,13 @@ with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
     csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n").writerows(rows)
 os.replace(tmp, dst)
 PY
+    then
+        failed+=("$json_file")
+        continue
+    fi
     echo "Saved: $output_csv"
 done
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "get_paths.sh: error: ${#failed[@]} file(s) failed: ${failed[*]}" >&2
+    exit 1
+fi

@@ -26,18 +26,20 @@ find_images() {  # the first existing archive or folder for a dataset name
 }
 
 shopt -s nullglob
+status=0  # a failing dataset is reported and skipped; the script fails at the end
 for file in "$EMB"/*.json; do
     name=$(basename "$file" .json)
     [[ "$name" == "CASIA" || "$file" == *.meta.json ]] && continue
     echo "== $name"
-    "$PYTHON" "$HERE/compare_embeddings.py" "$file" --n_comparisons "$N" --casia_file "$EMB/CASIA.json"
-    "$PYTHON" "$HERE/compute_similarities.py" "$file" --n_comparisons "$N" --casia_file "$EMB/CASIA.json"
+    "$PYTHON" "$HERE/compare_embeddings.py" "$file" --n_comparisons "$N" --casia_file "$EMB/CASIA.json" \
+        && "$PYTHON" "$HERE/compute_similarities.py" "$file" --n_comparisons "$N" --casia_file "$EMB/CASIA.json" \
+        || status=1
 done
 
-"$HERE/find_closest.sh" "$EMB"
+"$HERE/find_closest.sh" "$EMB" || status=1
 mkdir -p Closest
 for f in *_Top*Global_*.json; do mv -f "$f" Closest/; done
-"$HERE/get_paths.sh" Closest Extracted_paths
+"$HERE/get_paths.sh" Closest Extracted_paths || status=1
 
 casia_images=$(find_images CASIA || true)
 if [[ -n "$casia_images" ]]; then
@@ -46,8 +48,10 @@ if [[ -n "$casia_images" ]]; then
         name="${name%%_Top*Global_*}"
         other=$(find_images "$name" || true)
         if [[ -z "$other" ]]; then echo "no images for $name in $IMAGES: figure skipped"; continue; fi
-        "$PYTHON" "$HERE/plot_similar.py" "$csv" --casia-file "$casia_images" --other-file "$other" --samples 5
+        "$PYTHON" "$HERE/plot_similar.py" "$csv" --casia-file "$casia_images" --other-file "$other" --samples 5 \
+            || status=1
     done
 else
     echo "no CASIA images in $IMAGES: comparison figures skipped"
 fi
+exit "$status"

@@ -35,8 +35,9 @@ OUTPUT_JSON = "embeddings.json"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Compute one L2-normalised embedding per image of a dataset (paper's stage 1).")
-    parser.add_argument("--model_path", type=Path, default=Path(FOLDER_PATH) / MODEL_NAME,
-                        help="weights file (default: %(default)s)")
+    parser.add_argument("--model_path", type=Path, default=None,
+                        help=f"weights file (default: the --arch's file in {FOLDER_PATH}/, "
+                             f"{FOLDER_PATH}/{MODEL_NAME} for iresnet100, as the original)")
     parser.add_argument("--dataset_dir", type=Path, default=Path(DATASET_PATH),
                         help="dataset folder of identity sub-folders, or a .zip/.tar/.tar.gz of one "
                              "(default: %(default)s)")
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
         summary = embed_dataset(args.dataset_dir, args.output_file, arch=args.arch, weights=args.model_path,
                                 device=args.device, batch_size=args.batch_size, workers=args.workers,
                                 flip_tta=args.flip_tta, overwrite=args.overwrite,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, models_dir=FOLDER_PATH,
+                                weights_option="--model_path")
         print(format_summary(summary))
         return 0
 

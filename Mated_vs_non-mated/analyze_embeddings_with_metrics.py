@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from faceaudit.cli import run_guarded  # noqa: E402
+from faceaudit.cli import run_guarded, seed_type  # noqa: E402
 from faceaudit.stages.variability import analyze_score_dir  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=_non_negative, default=None,
                         help="bootstrap resamples for 95%% CIs; 0 skips them "
                              "(default: 1000 up to 200k scores, then fewer, at least 100)")
-    parser.add_argument("--seed", type=int, default=42, help="bootstrap seed (default: 42)")
+    parser.add_argument("--seed", type=seed_type, default=42, help="bootstrap seed (default: 42)")
     args = parser.parse_args(argv)
 
     def work() -> int:

@@ -12,3 +12,7 @@ class FaceauditError(Exception):
 
 class FaceauditWarning(UserWarning):
     """Something worth telling the user that does not stop the run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that a stage caught to say what it kept; the message is shown as it is."""

@@ -14,7 +14,7 @@ MAX_LINES = 400
 
 #: lower layers first; a module may import its own layer and the ones below
 LAYERS = {
-    "errors": 0, "device": 0, "version": 0,
+    "errors": 0, "device": 0, "version": 0, "checks": 0,
     "io": 1,
     "models": 2, "faces": 2,
     "embed": 3, "search": 3, "evaluate": 3, "train": 3,

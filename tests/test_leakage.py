@@ -354,7 +354,7 @@ def test_long_searches_resume_from_their_checkpoint(tmp_path, monkeypatch, kind)
 
 def test_a_checkpoint_of_other_inputs_is_ignored(tmp_path, monkeypatch):
     from faceaudit.search import chunked
-    from faceaudit.stages import closest, leakage as lk
+    from faceaudit.stages import leakage as lk
     from faceaudit.io.checkpoint import Checkpoint
 
     monkeypatch.setattr(chunked, "CHECKPOINT_QUERIES", 4)

@@ -10,11 +10,11 @@ import argparse
 from typing import Sequence
 
 from faceaudit.version import __version__
-from faceaudit.cli import demo, embed, identify, leakage, models, variability
-from faceaudit.cli.common import non_negative_int, positive_int, run_guarded
+from faceaudit.cli import cluster, demo, embed, identify, leakage, models, paper, variability, verification
+from faceaudit.cli.common import cosine_type, non_negative_int, positive_int, run_guarded, seed_type
 from faceaudit.cli.paper_scripts import casia_script_parser, run_pair_script
 
-COMMAND_GROUPS = (embed, variability, leakage, identify, models, demo)
+COMMAND_GROUPS = (embed, variability, verification, leakage, identify, paper, cluster, models, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,5 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(lambda: args.func(args), "faceaudit")
 
 
-__all__ = ["build_parser", "casia_script_parser", "main", "non_negative_int", "positive_int", "run_guarded",
-           "run_pair_script"]
+__all__ = ["build_parser", "casia_script_parser", "cosine_type", "main", "non_negative_int", "positive_int",
+           "run_guarded", "run_pair_script", "seed_type"]

@@ -6,7 +6,8 @@ import sys
 import warnings
 from typing import Callable
 
-from faceaudit.errors import FaceauditError
+from faceaudit import checks
+from faceaudit.errors import FaceauditError, Interrupted
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -25,9 +26,11 @@ def run_guarded(func: Callable[[], int | None], prog: str) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return FaceauditError.exit_code
+    except Interrupted as exc:  # a stage that kept work says what and where
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished work is kept, run the same command again to resume",
-              file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -58,7 +61,7 @@ def non_negative_int(text: str) -> int:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     """The options of every command that searches a reference set."""
-    p.add_argument("--seed", type=int, default=42, help="sampling seed (default: %(default)s, as the paper)")
+    p.add_argument("--seed", type=seed_type, default=42, help="sampling seed (default: %(default)s, as the paper)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="matmul precision for candidate selection; winners are always re-scored exactly "
@@ -67,6 +70,26 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
                    help="memory for the similarity blocks (default: 512 on CPU, 2048 on CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_skip_invalid(p)
+
+
+def _argument_type(check, name: str):
+    """An argparse type from a :mod:`faceaudit.checks` function (its message becomes argparse's)."""
+    def convert(text: str):
+        try:
+            value = int(text) if check is checks.seed else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        try:
+            return check(value)
+        except FaceauditError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = name
+    return convert
+
+
+#: argparse types: a seed (integer >= 0) and a cosine threshold (finite, in [-1, 1])
+seed_type = _argument_type(checks.seed, "seed")
+cosine_type = _argument_type(checks.cosine, "cosine threshold")
 
 
 def add_index_options(p: argparse.ArgumentParser, default: str = "exact") -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceaudit.cli.common import add_index_options, add_search_options, index_options, positive_int
+from faceaudit.cli.common import add_index_options, add_search_options, cosine_type, index_options, positive_int
 from faceaudit.errors import FaceauditError
 
 
@@ -24,9 +24,9 @@ def add(sub) -> None:
                    help="queries sampled (default: %(default)s; all when the set is smaller)")
     p.add_argument("--all", dest="n_comparisons", action="store_const", const=None,
                    help="use every query, in file order")
-    p.add_argument("--threshold", type=float, action="extend", nargs="+", default=[], metavar="T",
+    p.add_argument("--threshold", type=cosine_type, action="extend", nargs="+", default=[], metavar="T",
                    help="report the share of best matches >= T (repeatable), e.g. the model's FMR1000 threshold")
-    p.add_argument("--flag-threshold", type=float, default=None, metavar="T",
+    p.add_argument("--flag-threshold", type=cosine_type, default=None, metavar="T",
                    help="write <stem>_identity_flags.csv: each query identity, its highest best match, and "
                         "whether any of its images reaches T (flagged as leaked)")
     p.add_argument("--out", type=Path, default=Path("leakage_out"), help="output folder (default: %(default)s)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Sequence
 
-from faceaudit.cli.common import positive_int, run_guarded
+from faceaudit.cli.common import positive_int, run_guarded, seed_type
 
 
 def run_pair_script(stage: Callable, description: str, argv: Sequence[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def run_pair_script(stage: Callable, description: str, argv: Sequence[str] | Non
     parser.add_argument("json_file_path", type=str, help="Path to the input JSON file.")
     parser.add_argument("--n_comparisons", type=positive_int, default=DEFAULT_N_COMPARISONS,
                         help=f"Number of comparisons to compute (default: {DEFAULT_N_COMPARISONS})")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument("--seed", type=seed_type, default=42, help="random seed (default: 42)")
     parser.add_argument("--exhaustive", action="store_true", help="use every pair instead of sampling")
     parser.add_argument("--skip-invalid", action="store_true", help="skip malformed lines instead of failing")
     args = parser.parse_args(argv)

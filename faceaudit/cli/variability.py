@@ -1,10 +1,9 @@
 """``faceaudit variability``: stage 2, mated vs non-mated scores, metrics and figures."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from faceaudit.cli.common import add_skip_invalid, non_negative_int, positive_int
+from faceaudit.cli.common import add_skip_invalid, non_negative_int, positive_int, seed_type
 
 
 def add(sub) -> None:
@@ -14,7 +13,7 @@ def add(sub) -> None:
     p.add_argument("input", type=Path, help="embedding file (.json/.jsonl/.npz)")
     p.add_argument("--n-comparisons", type=positive_int, default=10000,
                    help="pairs of each kind to sample, uniformly without replacement (default: 10000)")
-    p.add_argument("--seed", type=int, default=42, help="random seed for sampling and bootstrap (default: 42)")
+    p.add_argument("--seed", type=seed_type, default=42, help="random seed for sampling and bootstrap (default: 42)")
     p.add_argument("--bootstrap", type=non_negative_int, default=None,
                    help="bootstrap resamples for the 95%% CIs; 0 skips them (default: 1000 up to 200k scores, "
                         "then fewer, at least 100, to bound the time)")

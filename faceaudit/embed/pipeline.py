@@ -44,14 +44,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from faceaudit.embed.embedder import Embedder, default_threads
 from faceaudit.embed.reader import ImageDataset, Plan, collate_images, default_workers, plan_work, worker_init
-from faceaudit.embed.resume import (OutputFiles, check_resume, compare_settings, lock_output, read_done_keys,
-                                    read_error_paths, truncate_to_last_newline, unlock_output)
+from faceaudit.embed.resume import (OutputFiles, check_resume, check_same_dataset, compare_settings, lock_output,
+                                    read_done_keys, read_error_paths, truncate_to_last_newline, unlock_output)
 from faceaudit.embed.writer import Writer
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.io.embeddings import load_embeddings, save_embeddings
 from faceaudit.io.files import write_json
 
@@ -60,6 +61,8 @@ def _settings(arch: str, info: dict, spec, flip_tta: bool, align: str | None, de
     preprocessing = spec.preprocessing() if hasattr(spec, "preprocessing") else {}
     preprocessing = dict(preprocessing, resize="PIL bilinear (torchvision Resize), untouched at input size",
                          formula="(pixel * scale - mean) / std, CHW")
+    if info.get("preprocessing_flags"):  # --arch onnx: what the flags changed from the graph's values
+        preprocessing["flags"] = info["preprocessing_flags"]
     return {
         "arch": spec.name if hasattr(spec, "name") else arch,
         "weights_sha256": info.get("sha256"),
@@ -81,13 +84,20 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
                   batch_size: int = 64, workers: int | None = None, flip_tta: bool = False,
                   align: str | None = None, models_dir: str | os.PathLike = "Models",
                   decimals: int | None | str = "auto", overwrite: bool = False, limit: int | None = None,
-                  threads: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+                  threads: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
+                  weights_option: str = "--weights", preprocessing: dict | None = None) -> dict:
     """Embed every image of ``source_path`` (folder, .zip, .tar[.gz]) into ``output_path``.
+
+    ``preprocessing``: for ``arch="onnx"``, what replaces the input size, channel order,
+    mean and std read from the graph (keys ``input_size``, ``channel_order``, ``mean``,
+    ``std``); recorded in the metadata and checked on resume.
 
     ``threads``: CPU inference threads (default :func:`default_threads`).
     ``decimals``: rounding of the written values; ``"auto"`` means 5 (the
     paper's) for JSON Lines and full float32 precision for ``.npz``; None
-    writes float32 values in their shortest round-tripping form.
+    writes float32 values in their shortest round-tripping form; a value of decimals that
+    rounds an embedding to all zeros stops the run at its first batch.
+    ``weights_option``: the caller's name for the weights flag, used in error messages.
     Returns a summary dict (counts, errors, speed, paths). Raises
     :class:`FaceauditError` for a missing dataset or weights, an absent GPU
     or a partial output made with other settings.
@@ -121,7 +131,9 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
         aligner = create_aligner(align, Path(models_dir))
 
     started = time.perf_counter()
-    model, info = models.load_model(arch, weights, torch_device, models_dir)
+    model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option,
+                                    preprocessing=preprocessing)
+    spec = spec.with_preprocessing(info)  # --arch onnx: read from its file
     settings = _settings(arch, info, spec, flip_tta, align, decimals)
 
     files.output.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +177,11 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
         truncate_to_last_newline(files.errors)
     error_paths = read_error_paths(files.errors)
 
+    fingerprint = source.fingerprint()
+    if resumed:
+        moved = check_same_dataset(files.stream, previous, str(source_path.resolve()), fingerprint)
+        if moved:
+            log(moved)
     plan = plan_work(source, limit, done_keys, error_paths)
     if plan.total_images == 0 and not source.refused:
         raise FaceauditError(f"{source_path}: no images found (extensions: jpg jpeg png bmp webp pgm ppm tif)")
@@ -172,7 +189,8 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
     metadata = {
         **settings,
         "weights": str(info.get("weights", weights) or ""),
-        "source": str(source_path),
+        "source": str(source_path.resolve()),
+        "source_fingerprint": fingerprint,
         "source_kind": getattr(source, "kind", ""),
         "order": plan.order,
         "limit": limit,
@@ -184,8 +202,6 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
         "count": len(done_keys),
         "errors": len(error_paths),
     }
-    if previous and previous.get("source") not in (None, str(source_path)):
-        log(f"warning: resuming {files.stream} made from {previous.get('source')} with {source_path}")
     write_json(files.meta, metadata)
     if resumed:
         log(f"resuming {files.stream}: {len(done_keys)} embeddings done, {len(plan.todo)} images to go")
@@ -194,11 +210,13 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
     writer.write_errors_now(plan.new_errors)
     embedded_now = 0
     run_started = time.perf_counter()
-    finished = False
+    finished = interrupted = False
     try:
         embedded_now = _run(plan, source, spec, model, torch_device, writer, batch_size, workers, flip_tta,
-                            aligner, progress, threads, lock_fd)
+                            aligner, progress, threads, lock_fd, decimals)
         finished = True
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         try:
             writer.close(discard=not finished)
@@ -206,16 +224,23 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
             run_seconds = time.perf_counter() - run_started
             metadata.update(count=len(done_keys) + writer.written, errors=len(error_paths) + writer.failed,
                             updated=_now())
-            write_json(files.meta, metadata)
+            if metadata["count"]:
+                write_json(files.meta, metadata)
+            else:  # nothing embedded: leave no empty output for the next stage to trip on
+                _remove(files.stream, files.meta)
     count, errors_total = metadata["count"], metadata["errors"]
+    if interrupted:
+        raise Interrupted(f"interrupted; {count:,} embeddings are kept in {files.stream}: run the same command "
+                          "again to resume" if count else "interrupted before any embedding was written")
     elapsed = time.perf_counter() - started
     if errors_total == 0:  # no errors file means no errors
         with contextlib.suppress(FileNotFoundError):
             files.errors.unlink()
 
+    if count == 0:
+        raise FaceauditError(f"{source_path}: no image could be embedded ({errors_total} skipped"
+                             + (f", listed in {files.errors})" if errors_total else ")"))
     if files.is_npz:
-        if count == 0:
-            raise FaceauditError(f"{source_path}: no image could be embedded; see {files.errors}")
         eset = load_embeddings(files.stream)
         metadata.update(complete=True)
         eset.metadata = dict(metadata)
@@ -244,9 +269,31 @@ def _embed_locked(files: OutputFiles, source, source_path: Path, spec, model, in
     }
 
 
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _check_batch(vectors: torch.Tensor, members: list[str], spec, decimals: int | None) -> None:
+    """Stop at the first batch whose embeddings the next stage would reject."""
+    rows = vectors.numpy()
+    reasons = ((~np.isfinite(rows).all(axis=1), "NaN or infinite values"),
+               (~rows.any(axis=1), "an all-zero vector"))
+    if decimals is not None:
+        reasons += ((~np.round(rows.astype(np.float64), decimals).any(axis=1),
+                     f"a vector that rounds to all zeros at --decimals {decimals}"),)
+    for bad, what in reasons:
+        if bad.any():
+            hint = ("use more decimals (the paper writes 5)" if "decimals" in what else
+                    f"the weights do not suit --arch {spec.name}, or fp16 overflowed (try --device cpu)")
+            raise FaceauditError(f"the model gave {what} for {members[int(bad.nonzero()[0][0])]!r} "
+                                 f"({int(bad.sum())} of {len(members)} in its batch): {hint}")
+
+
 def _run(plan: Plan, source, spec, model, device: torch.device, writer: Writer, batch_size: int,
          workers: int | None, flip_tta: bool, aligner, progress: bool, threads: int | None = None,
-         lock_fd: int | None = None) -> int:
+         lock_fd: int | None = None, decimals: int | None = None) -> int:
     from tqdm import tqdm
 
     from faceaudit.io.sources import split_member
@@ -275,12 +322,7 @@ def _run(plan: Plan, source, spec, model, device: torch.device, writer: Writer, 
         vectors, members, errors = item
         if vectors is not None:
             vectors = vectors.cpu()
-            bad = ~torch.isfinite(vectors).all(dim=1)
-            if bad.any():
-                raise FaceauditError(
-                    f"the model gave NaN or infinite values for {members[int(bad.nonzero()[0])]!r} "
-                    f"({int(bad.sum())} of {len(members)} in its batch): the weights do not suit --arch "
-                    f"{spec.name}, or fp16 overflowed (try --device cpu)")
+            _check_batch(vectors, members, spec, decimals)
         keys = [split_member(m) for m in members]
         identities = [k[0] for k in keys]
         names = [k[1] for k in keys]

@@ -103,11 +103,21 @@ def plan_work(source, limit: int | None, done_keys: set, error_paths: set) -> Pl
     for member, reason in sorted(getattr(source, "refused", {}).items()):
         if member not in error_paths:
             plan.new_errors.append((member, f"refused archive member: {reason}"))
+    copies: dict[str, int] = {}
+    for member in getattr(source, "duplicates", []):  # a name stored again: its first copy is read
+        copies[member] = copies.get(member, 1) + 1
+        label = f"{member} (copy {copies[member]})"
+        if label not in error_paths:
+            plan.new_errors.append((label, "the archive stores this name more than once; its first copy is used"))
     first_of_key: dict[tuple[str, str], str] = {}
     for member in members:
         identity, name = split_member(member)
         key = (identity, name)
         if member in error_paths:
+            continue
+        if not _is_utf8(member):
+            plan.new_errors.append((member, "file or folder name is not valid UTF-8, so it cannot be written "
+                                            "to the JSON output; rename it"))
             continue
         if not identity:
             plan.new_errors.append((member, "not inside an identity folder"))
@@ -121,3 +131,12 @@ def plan_work(source, limit: int | None, done_keys: set, error_paths: set) -> Pl
             continue
         plan.todo.append(member)
     return plan
+
+
+def _is_utf8(name: str) -> bool:
+    """False for names holding undecodable bytes (os.fsdecode's surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

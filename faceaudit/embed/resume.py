@@ -3,22 +3,27 @@ images already done, the settings check and the lock that keeps a second run awa
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceaudit.errors import FaceauditError
 from faceaudit.io.embeddings import JSONL_SUFFIXES, NPZ_SUFFIX
+from faceaudit.io.files import read_json
 from faceaudit.io.jsonl import loads
 
 #: settings that must match between a partial output and the run resuming it
 RESUME_KEYS = ("arch", "weights_sha256", "embedding_dim", "preprocessing", "flip_tta", "align", "decimals")
+#: names of the side files a run writes beside its output; no output may be called so
+SIDE_FILE_SUFFIXES = (".partial.jsonl", ".meta.json", ".errors.tsv", ".lock", ".partial.npz")
 ERRORS_HEADER = "path\treason\n"
 
 
 @dataclass
 class OutputFiles:
+    """Every file of one run: the output, the JSON Lines stream appended to (the output itself, or
+    ``<output>.partial.jsonl`` for an ``.npz``), its metadata sidecar and the errors file."""
+
     output: Path
     stream: Path   # the JSON Lines file appended to
     meta: Path     # the stream's sidecar
@@ -27,6 +32,12 @@ class OutputFiles:
     @classmethod
     def for_output(cls, output: str | os.PathLike) -> "OutputFiles":
         output = Path(output)
+        if output.is_dir():
+            raise FaceauditError(f"{output}: is a folder; give the output a file name, e.g. {output / 'embeddings.jsonl'}")
+        side = next((s for s in SIDE_FILE_SUFFIXES if output.name.lower().endswith(s)), None)
+        if side:
+            raise FaceauditError(f"{output}: names ending in {side} are kept for a run's side files; "
+                                 "choose another output name")
         suffix = output.suffix.lower()
         if suffix == NPZ_SUFFIX:
             stream = output.with_name(output.name + ".partial.jsonl")
@@ -131,14 +142,29 @@ def check_resume(files: OutputFiles, settings: dict) -> dict:
         raise FaceauditError(f"{files.stream} exists but has no {files.meta.name} metadata, so it cannot be "
                              "resumed safely; use --overwrite to start over or choose another output")
     try:
-        previous = json.loads(files.meta.read_text())
-    except json.JSONDecodeError as exc:
-        raise FaceauditError(f"{files.meta}: invalid JSON ({exc}); use --overwrite to start over") from None
+        previous = read_json(files.meta)
+    except FaceauditError as exc:
+        raise FaceauditError(f"{exc}; use --overwrite to start over") from None
     if not isinstance(previous, dict):
         raise FaceauditError(f"{files.meta}: expected a JSON object, got {type(previous).__name__}; "
                              "use --overwrite to start over")
     compare_settings(files.stream, previous, settings)
     return previous
+
+
+def check_same_dataset(path: Path, previous: dict, source: str, fingerprint: str) -> str | None:
+    """Refuse to resume ``path`` from another dataset than the one it was made from.
+
+    The same folder or archive is the same dataset (it may have grown); elsewhere, a copy with the
+    same image names and sizes is the same dataset moved (returns a note saying so).
+    """
+    before = previous.get("source")
+    if before is None or before == source:
+        return None
+    if previous.get("source_fingerprint") == fingerprint:
+        return f"the dataset moved from {before} to {source}; resuming"
+    raise FaceauditError(f"{path} was made from another dataset ({before}, not {source}); "
+                         "use --overwrite to start over, or another output file")
 
 
 def compare_settings(path: Path, previous: dict, settings: dict) -> None:
@@ -148,9 +174,6 @@ def compare_settings(path: Path, previous: dict, settings: dict) -> None:
         raise FaceauditError(f"{path} was computed with other settings ({'; '.join(diffs)}); "
                              "use --overwrite to start over, or another output file")
 
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 def lock_output(output: Path):
     """An exclusive lock on ``<output>.lock``, held for the whole run: two runs must not

@@ -13,6 +13,7 @@ import torch
 
 from faceaudit.embed.reader import one_line
 from faceaudit.embed.resume import ERRORS_HEADER, escape_path
+from faceaudit.errors import FaceauditError
 from faceaudit.io.jsonl import format_jsonl_lines
 
 
@@ -70,6 +71,9 @@ class Writer:
                     self._sync(self.stream)
                     self.written += len(identities)
                 _after_batch(self.written)
+            except OSError as exc:  # a full disk: name the file
+                self.failure = FaceauditError(f"{exc.filename or self.stream.name}: cannot write "
+                                              f"({exc.strerror or exc})")
             except BaseException as exc:  # surfaced to the main thread by submit() / close()
                 self.failure = exc
 
@@ -95,8 +99,11 @@ class Writer:
                 interrupted = True
                 self._discard_queued()
                 self._queue.put(None)
-        self.stream.close()
-        self.errors.close()
+        for handle in (self.stream, self.errors):
+            try:
+                handle.close()
+            except OSError as exc:  # what was still buffered could not be written
+                self.failure = self.failure or FaceauditError(f"{handle.name}: cannot write ({exc.strerror or exc})")
         if self.failure is not None:
             raise self.failure
         if interrupted:

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError
 
 #: keys of :func:`verification_metrics` that get a bootstrap confidence interval
@@ -173,7 +174,7 @@ def bootstrap_ci(genuine, impostor, n_boot: int | None = None, seed: int = 42,
     g_codes, i_codes = codes[:g.size], codes[g.size:]
     ng, ni, u = g.size, i.size, values.size
     squares = values * values
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed(seed))
     draws = {key: np.empty(n_boot) for key in CI_KEYS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
 
 DEFAULT_SEED = 42
@@ -173,6 +174,8 @@ def sample_pairs(identities, n: int | None, seed: int | None = DEFAULT_SEED, *,
     is an error.
     """
     identities = np.asarray(identities)
+    if seed is not None:
+        checks.seed(seed)
     if identities.size == 0:
         raise FaceauditError("no embeddings to pair")
     if not exhaustive:

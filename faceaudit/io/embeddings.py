@@ -6,8 +6,12 @@ Formats:
   one ``{"identity": str, "image_name": str, "embedding": [floats]}`` per line,
   with an optional ``<file>.meta.json`` sidecar holding the metadata;
   a file holding one JSON array of such objects is read too;
-- ``.npz``: ``vectors`` (float32 N×D), ``identities``, ``image_names`` (unicode)
-  and ``metadata`` (a JSON string). Read with ``allow_pickle=False``.
+- ``.npz`` (:mod:`faceaudit.io.npz`): ``vectors`` (float32 N×D), ``identities``,
+  ``image_names`` (strings) and ``metadata`` (a JSON string), read without pickle.
+
+Identities and image names are numpy string arrays whose memory follows the strings' real
+size (:func:`as_labels`); vectors are normalised with float64 norms, so neither huge nor tiny
+values can overflow or underflow to a silent zero row.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from faceaudit.errors import FaceauditError, FaceauditWarning
-from faceaudit.io.files import atomic_write
-from faceaudit.io.jsonl import BadRecord, check_record, format_jsonl_lines, loads, parse_file
+from faceaudit.io.files import atomic_write, read_json
+from faceaudit.io.jsonl import BadRecord, check_record, format_jsonl_lines, parse_file
+from faceaudit.io.npz import read_npz, write_npz
 
 JSONL_SUFFIXES = (".json", ".jsonl")
 NPZ_SUFFIX = ".npz"
@@ -39,8 +44,8 @@ class EmbeddingSet:
 
     def __post_init__(self):
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        self.identities = np.asarray(self.identities, dtype=str)
-        self.image_names = np.asarray(self.image_names, dtype=str)
+        self.identities = as_labels(self.identities)
+        self.image_names = as_labels(self.image_names)
         if self.vectors.ndim != 2:
             raise FaceauditError(f"embeddings must be a 2-D array, got shape {self.vectors.shape}")
         n = len(self.vectors)
@@ -67,17 +72,54 @@ class EmbeddingSet:
                             dict(self.metadata))
 
 
+def as_labels(values) -> np.ndarray:
+    """Strings as a numpy array whose memory follows their real size.
+
+    Fixed-width unicode (fast to sort and compare) unless the longest string is far longer
+    than the typical one; then numpy's variable-width ``StringDType``, so that one
+    10,000-character name does not make every row 40 kB.
+    """
+    if isinstance(values, np.ndarray) and (values.dtype.kind == "U" or isinstance(values.dtype, np.dtypes.StringDType)):
+        return values
+    strings = [v if type(v) is str else str(v) for v in values]
+    if not strings:
+        return np.array([], dtype=str)
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    if lengths.max() <= 2 * lengths.mean() + 16:
+        return np.array(strings, dtype=str)
+    return np.array(strings, dtype=np.dtypes.StringDType())
+
+
+def unit_rows(vectors: np.ndarray, source: str = "embeddings", row_name=None) -> np.ndarray:
+    """``vectors`` (float32) divided by their float64 norms, in place, in row blocks.
+
+    NaN/inf or a zero norm is an error naming ``source`` and the first bad row
+    (``row_name(i)`` says how, e.g. as a line number; default ``row i + 1``).
+    """
+    row_name = row_name or (lambda i: f"row {i + 1}")
+    for start in range(0, len(vectors), 1 << 16):
+        block = vectors[start:start + (1 << 16)]
+        wide = block.astype(np.float64)
+        finite = np.isfinite(wide).all(axis=1)
+        if not finite.all():
+            raise FaceauditError(f"{source}: {row_name(start + int(np.argmin(finite)))} has NaN or infinite values")
+        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+        if not norms.all():
+            raise FaceauditError(f"{source}: {row_name(start + int(np.argmin(norms != 0)))} is an all-zero vector")
+        block[:] = wide / norms[:, None]
+    return vectors
+
+
 def normalize(vectors: np.ndarray, source: str = "embeddings") -> np.ndarray:
-    """Float32 unit rows; NaN/inf or all-zero rows are an error naming the first bad row."""
+    """A float32 unit-row copy of ``vectors``; bad rows are an error naming the first one."""
     if vectors.ndim != 2 or vectors.shape[1] == 0:
         raise FaceauditError(f"{source}: embeddings must be a non-empty N×D array, got shape {vectors.shape}")
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        raise FaceauditError(f"{source}: row {int(np.argmin(finite)) + 1} has NaN or infinite values")
-    norms = np.linalg.norm(vectors.astype(np.float64, copy=False), axis=1)
-    if (norms == 0).any():
-        raise FaceauditError(f"{source}: row {int(np.argmin(norms != 0)) + 1} is an all-zero vector")
-    return (vectors / norms[:, None]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        narrow = vectors.astype(np.float32)
+    if not np.isfinite(narrow).all() and np.isfinite(vectors).all():
+        row = int(np.argmin(np.isfinite(narrow).all(axis=1)))
+        raise FaceauditError(f"{source}: row {row + 1} has values beyond the float32 range")
+    return unit_rows(narrow, source)
 
 
 # ---------------------------------------------------------------- reading
@@ -110,20 +152,7 @@ def load_embeddings(path: str | os.PathLike, *, skip_invalid: bool = False,
 
 
 def _load_npz(path: Path) -> EmbeddingSet:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("vectors", "identities", "image_names") if k not in data.files]
-            if missing:
-                raise FaceauditError(f"{path}: missing array(s) {', '.join(missing)}")
-            vectors = data["vectors"]
-            identities, names = data["identities"], data["image_names"]
-            metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
-    except FaceauditError:
-        raise
-    except Exception as exc:  # BadZipFile, pickled object arrays, truncated files
-        raise FaceauditError(f"{path}: not a readable .npz file ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise FaceauditError(f"{path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
+    vectors, identities, names, metadata = read_npz(path)
     if len(vectors) == 0:
         raise FaceauditError(f"{path}: embedding file holds no vectors")
     return EmbeddingSet.from_arrays(vectors, identities, names, metadata, source=str(path))
@@ -133,10 +162,7 @@ def _read_sidecar(path: Path) -> dict:
     sidecar = path.with_name(path.name + ".meta.json")
     if not sidecar.is_file():
         return {}
-    try:
-        metadata = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
-        raise FaceauditError(f"{sidecar}: invalid JSON ({exc})") from None
+    metadata = read_json(sidecar)
     if not isinstance(metadata, dict):
         raise FaceauditError(f"{sidecar}: expected a JSON object, got {type(metadata).__name__}")
     return metadata
@@ -144,8 +170,8 @@ def _read_sidecar(path: Path) -> dict:
 
 def _first_char(path: Path) -> bytes:
     with open(path, "rb") as handle:
-        head = handle.read(4096).lstrip()
-    return head[:1]
+        head = handle.read(4096)
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
 
 
 def _load_jsonl(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
@@ -166,27 +192,27 @@ def _load_jsonl(path: Path, skip_invalid: bool, expected_dim: int | None) -> Emb
         raise FaceauditError(f"{path}: no embeddings found" + (" (every line was invalid)" if skipped else ""))
     identities = results[0]["ids"] + results[1]["ids"] if len(results) > 1 else results[0]["ids"]
     names = results[0]["names"] + results[1]["names"] if len(results) > 1 else results[0]["names"]
-    return EmbeddingSet(_normalize_inplace(vectors), identities, names, _read_sidecar(path))
+    unit_rows(vectors, str(path), lambda row: f"line {_line_of_row(path, row, set(skipped))}")
+    return EmbeddingSet(vectors, identities, names, _read_sidecar(path))
 
 
-def _normalize_inplace(vectors: np.ndarray) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-    vectors /= norms[:, None]
-    return vectors
+def _line_of_row(path: Path, row: int, skipped: set[int]) -> int:
+    """The line number of data row ``row`` (blank and skipped lines hold no row); for error messages."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip() and number not in skipped:
+                if row == 0:
+                    return number
+                row -= 1
+    return -1
 
 
 def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -> EmbeddingSet:
-    try:
-        records = loads(path.read_bytes())
-    except ValueError:
-        try:
-            records = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise FaceauditError(f"{path}: malformed JSON ({exc})") from None
+    records = read_json(path, "a JSON array of embedding records")
     if not isinstance(records, list):
         raise FaceauditError(f"{path}: expected a JSON array of records")
     ids, names, rows, skipped = [], [], [], 0
-    dim = expected_dim
+    dim = expected_dim or _common_length(records)  # so that an odd first record is the one blamed
     for index, record in enumerate(records):
         try:
             identity, name, array = check_record(record, dim)
@@ -206,14 +232,28 @@ def _load_json_array(path: Path, skip_invalid: bool, expected_dim: int | None) -
     return EmbeddingSet.from_arrays(np.asarray(rows), ids, names, _read_sidecar(path), source=str(path))
 
 
+def _common_length(records: list) -> int | None:
+    """The most common length of the records' 'embedding' lists (ties: the first seen)."""
+    lengths = [len(r["embedding"]) for r in records
+               if isinstance(r, dict) and isinstance(r.get("embedding"), list) and r["embedding"]]
+    if not lengths:
+        return None
+    values, counts = np.unique(lengths, return_counts=True)
+    return int(values[np.argmax(counts)]) if counts.max() > 1 else lengths[0]
+
+
 def _warn_duplicates(eset: EmbeddingSet, path: Path) -> None:
     n = len(eset)
     if n < 2:
         return
-    # each row's (identity, image_name) as one fixed-width run of bytes: one sort finds the repeats
-    rows = np.concatenate([np.ascontiguousarray(eset.identities).view(np.uint32).reshape(n, -1),
-                           np.ascontiguousarray(eset.image_names).view(np.uint32).reshape(n, -1)], axis=1)
-    keys = rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel()
+    if eset.identities.dtype.kind == eset.image_names.dtype.kind == "U":
+        # each row's (identity, image_name) as one fixed-width run of bytes: one sort finds the repeats
+        rows = np.concatenate([np.ascontiguousarray(eset.identities).view(np.uint32).reshape(n, -1),
+                               np.ascontiguousarray(eset.image_names).view(np.uint32).reshape(n, -1)], axis=1)
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel()
+    else:
+        keys = np.strings.add(np.strings.add(eset.identities.astype(np.dtypes.StringDType()), "\x00"),
+                              eset.image_names.astype(np.dtypes.StringDType()))
     unique, counts = np.unique(keys, return_counts=True)
     if len(unique) == n:
         return
@@ -228,8 +268,7 @@ def save_embeddings(eset: EmbeddingSet, path: str | os.PathLike, *, decimals: in
     suffix = path.suffix.lower()
     if suffix == NPZ_SUFFIX:
         with atomic_write(path, "wb") as out:
-            np.savez(out, vectors=eset.vectors, identities=eset.identities, image_names=eset.image_names,
-                     metadata=np.array(json.dumps(eset.metadata)))
+            write_npz(out, eset.vectors, eset.identities, eset.image_names, eset.metadata)
         return path
     if suffix not in JSONL_SUFFIXES:
         raise FaceauditError(f"{path}: unsupported embedding file type {suffix!r} (use .json, .jsonl or .npz)")

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - exercised only without the optional ex
 _BLOCK_LINES = 64  # short blocks stay in cache; measured faster than 512
 _CHUNK_BYTES = 1 << 23  # bytes read at a time
 _PARALLEL_MIN_BYTES = 16 << 20  # below this a second process costs more than it saves
+_BOM = b"\xef\xbb\xbf"
 
 
 def loads(line: bytes):
@@ -59,13 +60,15 @@ def check_record(record, dim: int | None):
     for key in ("identity", "image_name", "embedding"):
         if key not in record:
             raise BadRecord(f"missing key {key!r}")
+    labels = [_label(record[key], key) for key in ("identity", "image_name")]
     vector = record["embedding"]
     if not isinstance(vector, list) or not vector:
         raise BadRecord("'embedding' must be a non-empty list of numbers")
-    try:
-        array = np.asarray(vector, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BadRecord("'embedding' holds a non-number") from None
+    kinds = set(map(type, vector))
+    if not kinds <= {int, float}:
+        odd = next(v for v in vector if type(v) not in (int, float))
+        raise BadRecord(f"'embedding' holds {json.dumps(odd)[:20]}, not a number")
+    array = np.asarray(vector, dtype=np.float64)
     if array.ndim != 1:
         raise BadRecord("'embedding' must be a flat list of numbers")
     if dim is not None and array.size != dim:
@@ -75,7 +78,29 @@ def check_record(record, dim: int | None):
             raise BadRecord("embedding has NaN or infinite values (or values beyond float32 range)")
     if not np.any(array):
         raise BadRecord("embedding is an all-zero vector")
-    return str(record["identity"]), str(record["image_name"]), array
+    return labels[0], labels[1], array
+
+
+def _label(value, key: str) -> str:
+    """An identity or image name: a string (an integer is taken as its digits)."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    raise BadRecord(f"{key!r} must be a string, got {json.dumps(value)[:20]}")
+
+
+def _likely_dim(block: list[bytes]) -> int | None:
+    """The most common embedding length among a block's readable lines (ties: the first seen)."""
+    lengths: dict[int, int] = {}
+    for line in block:
+        try:
+            vector = loads(line)["embedding"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(vector, list) and vector:
+            lengths[len(vector)] = lengths.get(len(vector), 0) + 1
+    return max(lengths, key=lengths.get) if lengths else None
 
 
 def _split_ranges(path: Path, size: int, parts: int) -> list[tuple[int, int]]:
@@ -112,6 +137,8 @@ def _iter_line_blocks(path: Path, start: int = 0, stop: int | None = None,
             while end > stop:  # read past the range (only if stop were not at a line end)
                 end -= len(lines.pop())
             position = end
+            if start == 0 and index == 0 and lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM):]
             for offset in range(0, len(lines), block_lines):
                 block = lines[offset:offset + block_lines]
                 yield index, block
@@ -127,8 +154,11 @@ def _fast_block(block: list[bytes], dim: int | None):
     The lines are joined into one JSON array and parsed in one call (measured ~40% less
     time than a call per line); any irregularity sends the block to the line-by-line path.
     """
+    joined = b",".join(block)
+    if b"true" in joined or b"false" in joined:  # JSON booleans are no numbers: checked line by line
+        return None
     try:
-        records = loads(b"[" + b",".join(block) + b"]")
+        records = loads(b"[" + joined + b"]")
         if len(records) != len(block):  # e.g. two objects on one line
             return None
         ids, names, vectors = zip(*map(_RECORD_FIELDS, records))
@@ -187,6 +217,7 @@ def _parse_range_body(path: Path, start: int, stop: int, dim: int | None, skip_i
                 parsed = None
         if parsed is None:  # find and report (or skip) the bad line(s)
             block_ids, block_names, rows = [], [], []
+            dim = dim or _likely_dim(block)  # so that an odd first line is the one blamed
             for offset, line in enumerate(block):
                 if not line.strip():
                     continue
@@ -229,16 +260,13 @@ def _room(vectors: np.ndarray | None, need: int, dim: int, estimate: int) -> np.
 
 
 def _peek(path: Path) -> tuple[int, int] | None:
-    """(vector length, bytes) of the first non-blank line, or None if it is not a good record."""
+    """(likely vector length, bytes per line) from the first lines, or None if none is a good record."""
     with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    vector = loads(line)["embedding"]
-                except (ValueError, KeyError, TypeError):
-                    return None
-                return (len(vector), len(line)) if isinstance(vector, list) and vector else None
-    return None
+        head = [line for line in handle.readlines(1 << 20)[:_BLOCK_LINES] if line.strip()]
+    if head and head[0].startswith(_BOM):
+        head[0] = head[0][len(_BOM):]
+    dim = _likely_dim(head)
+    return (dim, sum(map(len, head)) // len(head)) if dim else None
 
 
 def _range_worker(conn, path: str, start: int, stop: int, dim: int, skip_invalid: bool, out: np.ndarray) -> None:

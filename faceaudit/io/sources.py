@@ -1,15 +1,19 @@
 """Image sources: a folder, a .zip or a .tar[.gz|.bz2|.xz], read in place.
 
 Members are relative POSIX paths such as ``identity/image.jpg``. Archive members
-whose path is absolute or climbs out with ``..``, and links and devices, are
-refused: listed in ``source.refused`` with the reason, and never read. Nothing is
-ever extracted or written. Sources pickle without their open handles and reopen
-them lazily in each process, so DataLoader workers can share one.
+whose path is absolute or climbs out with ``..``, links and devices, and members that
+would expand beyond :data:`MAX_MEMBER_BYTES` or by more than :data:`MAX_EXPANSION` times
+(a decompression bomb) are refused: listed in ``source.refused`` with the reason, and
+never read. A name stored twice is read from its first copy; the later copies are
+listed in ``source.duplicates``. Nothing is ever extracted or written. Sources pickle
+without their open handles and reopen them lazily in each process, so DataLoader
+workers can share one.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import lzma
 import os
 import stat
@@ -19,6 +23,12 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from faceaudit.errors import FaceauditError
+
+#: the largest archive member read (face images are a few MB at most)
+MAX_MEMBER_BYTES = 256 << 20
+#: members above ``_RATIO_FROM`` bytes may expand at most this many times their compressed size
+MAX_EXPANSION = 200
+_RATIO_FROM = 1 << 20
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"})
 
@@ -31,6 +41,15 @@ def split_member(member: str) -> tuple[str, str]:
     """``(identity, image_name)``: the parent folder's name and the file name."""
     path = PurePosixPath(member)
     return path.parent.name, path.name
+
+
+def size_reason(size: int, compressed: int) -> str | None:
+    """Why a member of ``size`` bytes stored in ``compressed`` bytes is refused, or None."""
+    if size > MAX_MEMBER_BYTES:
+        return f"expands to {size:,} bytes, over the {MAX_MEMBER_BYTES >> 20} MiB limit per member"
+    if size > _RATIO_FROM and size > MAX_EXPANSION * max(compressed, 1):
+        return f"expands {size / max(compressed, 1):,.0f} times (limit {MAX_EXPANSION}): a decompression bomb"
+    return None
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -51,6 +70,7 @@ class ImageSource:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.refused: dict[str, str] = {}
+        self.duplicates: list[str] = []  # names stored again after their first copy
         self._members: list[str] = []
         self._handle = None
         self._handle_pid = None
@@ -69,6 +89,22 @@ class ImageSource:
     def storage_order(self, members: list[str]) -> list[str]:
         """``members`` in the order they are stored: the fast order to read them in."""
         return list(members)
+
+    def fingerprint(self, sampled: int = 16) -> str:
+        """A digest of the image members' names and sizes and of ``sampled`` evenly spread members'
+        bytes: the same dataset, wherever it lies, at the cost of a few reads."""
+        digest = hashlib.blake2b(digest_size=16)
+        images = self.images()
+        for member in images:
+            digest.update(f"{member}\t{self._size(member)}\n".encode("utf-8", "surrogateescape"))
+        # a compressed tar is only cheap to read from its start; elsewhere members are spread
+        sample = self.storage_order(images)[:sampled] if self.sequential else images[::max(1, -(-len(images) // sampled))]
+        for member in sample:
+            try:
+                digest.update(self.read(member))
+            except FaceauditError:  # unreadable: its name and size stand for it
+                pass
+        return digest.hexdigest()
 
     def read(self, member: str) -> bytes:
         if member in self.refused:
@@ -148,6 +184,9 @@ class ImageSource:
     def _open(self):
         return None
 
+    def _size(self, member: str) -> int:
+        raise NotImplementedError
+
     def _read(self, handle, member: str) -> bytes:
         raise NotImplementedError
 
@@ -170,6 +209,9 @@ class FolderSource(ImageSource):
     def _read(self, handle, member: str) -> bytes:
         return (self.path / member).read_bytes()
 
+    def _size(self, member: str) -> int:
+        return (self.path / member).stat().st_size
+
 
 class ZipSource(ImageSource):
     kind = "zip"
@@ -181,9 +223,12 @@ class ZipSource(ImageSource):
                 infos = archive.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise FaceauditError(f"{self.path}: corrupt or unreadable zip archive ({exc})") from None
-        members = []
+        self._infos: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             if info.is_dir():
+                continue
+            if info.filename in self._infos or info.filename in self.refused:
+                self.duplicates.append(info.filename)
                 continue
             reason = unsafe_reason(info.filename)
             mode = info.external_attr >> 16
@@ -191,22 +236,31 @@ class ZipSource(ImageSource):
                 reason = "symbolic link"
             elif reason is None and mode and not stat.S_ISREG(mode) and stat.S_IFMT(mode):
                 reason = "device or special file"
+            reason = reason or size_reason(info.file_size, info.compress_size)
             if reason:
                 self.refused[info.filename] = reason
             else:
-                members.append(info.filename)
-        self._members = sorted(members)
+                self._infos[info.filename] = info
+        self._members = sorted(self._infos)
 
     def _open(self):
         return zipfile.ZipFile(self.path)
 
+    def _size(self, member: str) -> int:
+        return self._infos[member].file_size
+
     def _read(self, handle, member: str) -> bytes:
+        info = self._infos[member]  # the first copy of a name stored twice
         try:
-            return handle.read(member)
+            with handle.open(info) as stream:
+                data = stream.read(info.file_size + 1)
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
             raise OSError(f"damaged member: {exc}") from None
         except (NotImplementedError, RuntimeError) as exc:  # e.g. Deflate64, or an encrypted member
             raise OSError(f"unsupported member: {exc}") from None
+        if len(data) > info.file_size:
+            raise OSError(f"damaged member: longer than the {info.file_size:,} bytes its header declares")
+        return data
 
 
 class TarSource(ImageSource):
@@ -223,14 +277,20 @@ class TarSource(ImageSource):
         self.sequential = self._opener is not open
         self._offsets: dict[str, tuple[int, int]] = {}
         self._order: dict[str, int] = {}
+        compressed = self.path.stat().st_size if self.sequential else None
         for position, info in enumerate(infos):
             if info.isdir():
+                continue
+            if info.name in self._offsets or info.name in self.refused:
+                self.duplicates.append(info.name)
                 continue
             reason = unsafe_reason(info.name)
             if reason is None and (info.issym() or info.islnk()):
                 reason = "link"
             elif reason is None and not info.isreg():
                 reason = "device or special file"
+            # in a compressed tar a member can expand at most as far as the whole archive allows
+            reason = reason or size_reason(info.size, compressed if compressed is not None else info.size)
             if reason:
                 self.refused[info.name] = reason
                 continue
@@ -240,6 +300,9 @@ class TarSource(ImageSource):
 
     def storage_order(self, members: list[str]) -> list[str]:
         return sorted(members, key=lambda m: self._order.get(m, -1))
+
+    def _size(self, member: str) -> int:
+        return self._offsets[member][1]
 
     def _open(self):
         return self._opener(self.path, "rb")

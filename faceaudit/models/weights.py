@@ -50,29 +50,31 @@ def default_weights_path(spec: ModelSpec, models_dir: str | Path = MODELS_DIR) -
     return Path(models_dir) / spec.weights_file if spec.weights_file else None
 
 
-def _missing_file_error(path: Path, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> FaceauditError:
+def _missing_file_error(path: Path, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR,
+                        option: str = "--weights") -> FaceauditError:
     if spec is not None and spec.weights_loader == "torchscript":
         return FaceauditError(f"TorchScript file {str(path)!r} not found: pass the path of a "
-                              f"torch.jit.save file with --weights PATH")
+                              f"torch.jit.save file with {option} PATH")
     where = f"weights file {str(path)!r}" + (f" for {spec.name}" if spec else "") + " not found"
     if spec is None or not spec.weights_file:
         return FaceauditError(f"{where}: pass the path of an existing weights file (see Models/README.md)")
     expected = (Path(models_dir) / spec.weights_file).as_posix()
     how = spec.download or "get it from the model's publisher"
     return FaceauditError(f"{where}: {how}; the file belongs at {expected} "
-                          f"(or pass --weights PATH; see Models/README.md)")
+                          f"(or pass {option} PATH; see Models/README.md)")
 
 
-def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR) -> Path:
+def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str | Path = MODELS_DIR,
+                option: str = "--weights") -> Path:
     if path is None:
         default = default_weights_path(spec, models_dir) if spec else None
         if default is None:
             name = spec.name if spec else "this architecture"
-            raise FaceauditError(f"{name} has no conventional weights file: pass --weights PATH")
+            raise FaceauditError(f"{name} has no conventional weights file: pass {option} PATH")
         path = default
     path = Path(path)
     if not path.exists():
-        raise _missing_file_error(path, spec, models_dir)
+        raise _missing_file_error(path, spec, models_dir, option)
     if not path.is_file():
         raise FaceauditError(f"weights path {str(path)!r} is not a file")
     return path
@@ -89,6 +91,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Only plain tensors and containers are unpickled (``weights_only=True``).
     """
     path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # torch.save: a zip, or a pickle
+        raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: it is neither the zip archive nor "
+                             f"the pickle that torch.save writes")
     if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: refuse instead
         raise FaceauditError(f"{str(path)!r} is a TorchScript file, not a state_dict: "
                              f"load it with --arch torchscript")
@@ -247,21 +254,35 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
 
 
 def load_model(name: str, weights_path: str | Path | None, device: str | torch.device | None = "cpu",
-               models_dir: str | Path = MODELS_DIR) -> tuple[torch.nn.Module, dict]:
+               models_dir: str | Path = MODELS_DIR, option: str = "--weights",
+               preprocessing: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """A ready-to-run model (eval mode, on ``device``) and metadata for the outputs.
 
     ``weights_path=None`` means the conventional file ``<models_dir>/<spec.weights_file>``.
-    ``name="torchscript"`` loads any ``torch.jit.save`` file whole.
+    ``name="torchscript"`` loads any ``torch.jit.save`` file whole; ``name="onnx"`` runs any
+    ONNX file through onnxruntime, with its preprocessing read from the graph and replaced by
+    ``preprocessing`` (keys ``input_size``, ``channel_order``, ``mean``, ``std``; only for it).
+    ``option``: the caller's flag for the weights file, named in errors.
     The info dict has ``arch``, ``weights``, ``sha256``, ``embedding_dim``, ``device``
-    and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``).
+    and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``,
+    and ``preprocessing_flags``: the overrides given).
     """
     spec = get_spec(name)
     device = _as_device(device)
-    if spec.weights_loader == "torchscript" and weights_path is None:
-        raise FaceauditError("--arch torchscript needs the TorchScript file: pass --weights PATH")
-    path = _check_file(weights_path, spec, models_dir)
+    overrides = {key: value for key, value in (preprocessing or {}).items() if value is not None}
+    if overrides and spec.weights_loader != "onnxruntime":
+        raise FaceauditError(f"preprocessing overrides ({', '.join(sorted(overrides))}) apply to --arch onnx only; "
+                             f"{spec.name} has a fixed preprocessing")
+    if spec.weights_loader in ("torchscript", "onnxruntime") and weights_path is None:
+        raise FaceauditError(f"--arch {spec.name} needs the model file: pass {option} PATH")
+    path = _check_file(weights_path, spec, models_dir, option)
+    read_preprocessing = spec.preprocessing()
     if spec.weights_loader == "torchscript":
         model, dim = _load_torchscript(path, spec, device)
+        sha = sha256_file(path)
+    elif spec.weights_loader == "onnxruntime":  # the whole graph, run by onnxruntime
+        from faceaudit.models.onnx_runtime import load_onnx_runtime_model
+        model, dim, read_preprocessing = load_onnx_runtime_model(path, device, overrides)
         sha = sha256_file(path)
     elif spec.weights_loader == "torch":
         # built on the meta device: no time spent on a random init the file replaces
@@ -289,6 +310,9 @@ def load_model(name: str, weights_path: str | Path | None, device: str | torch.d
         "sha256": sha,
         "embedding_dim": dim,
         "device": str(device),
-        **spec.preprocessing(),
+        **read_preprocessing,
     }
+    if overrides:
+        info["preprocessing_flags"] = {key: list(value) if key == "input_size" else value
+                                       for key, value in overrides.items()}
     return model, info

@@ -10,12 +10,12 @@ or approximate, with one interface over LSH and FAISS.
 """
 from faceaudit.search.backend import IndexOptions
 from faceaudit.search.chunked import CHECKPOINT_QUERIES, best_match_resumable, top_pairs_resumable
-from faceaudit.search.engine import PRECISIONS, block_sizes, exact_pair_scores, exact_scores, reference_parts
+from faceaudit.search.engine import PRECISIONS, as_cosines, block_sizes, exact_pair_scores, exact_scores, reference_parts
 from faceaudit.search.exact import BestMatches, Neighbours, TopPairs, best_match, top_k, top_pairs
 from faceaudit.search.index import INDEX_KINDS, best_match_index, build_index, search_index, top_pairs_index
 from faceaudit.search.ranks import MatedRanks, mated_ranks
 
 __all__ = ["CHECKPOINT_QUERIES", "INDEX_KINDS", "PRECISIONS", "BestMatches", "IndexOptions", "MatedRanks",
-           "Neighbours", "TopPairs", "best_match", "best_match_index", "best_match_resumable", "block_sizes",
-           "build_index", "exact_pair_scores", "exact_scores", "mated_ranks", "reference_parts", "search_index",
-           "top_k", "top_pairs", "top_pairs_index", "top_pairs_resumable"]
+           "Neighbours", "TopPairs", "as_cosines", "best_match", "best_match_index", "best_match_resumable",
+           "block_sizes", "build_index", "exact_pair_scores", "exact_scores", "mated_ranks", "reference_parts",
+           "search_index", "top_k", "top_pairs", "top_pairs_index", "top_pairs_resumable"]

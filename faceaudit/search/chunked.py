@@ -9,11 +9,13 @@ uninterrupted search.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from faceaudit.errors import Interrupted
 from faceaudit.io.checkpoint import Checkpoint, fingerprint
 from faceaudit.search.engine import reference_parts
 from faceaudit.search.exact import BestMatches, TopPairs, best_match, top_pairs
@@ -42,6 +44,18 @@ def _chunks(n: int, done: int, progress: bool, desc: str):
         bar.close()
 
 
+@contextlib.contextmanager
+def _say_what_is_kept(store: Checkpoint | None):
+    """A Ctrl-C says whether finished chunks were kept, and where."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if store is not None and store.path.is_file():
+            raise Interrupted(f"interrupted; the finished queries are kept in {store.path}: run the same "
+                              "command again to resume") from None
+        raise
+
+
 def best_match_resumable(queries: np.ndarray, references: np.ndarray, *, rows: np.ndarray | None = None,
                          checkpoint: str | os.PathLike | None = None, device: str = "auto",
                          precision: str = "fp32", memory_budget_bytes: int | None = None,
@@ -59,22 +73,23 @@ def best_match_resumable(queries: np.ndarray, references: np.ndarray, *, rows: n
     if saved is not None:
         done = int(saved["done"])
         scores[:done], indices[:done] = saved["scores"], saved["indices"]
-    for start, stop in _chunks(n, done, progress, "best matches"):
-        chunk = queries[rows[start:stop]]
-        best_s, best_i = None, None
-        for offset, part in reference_parts(references):
-            found = best_match(chunk, part, device=device, precision=precision,
-                               memory_budget_bytes=memory_budget_bytes, progress=progress,
-                               desc=f"best matches of queries {start + 1:,}-{stop:,}")
-            if best_s is None:
-                best_s, best_i = found.scores, found.indices + offset
-            else:  # a later shard wins only with a higher score: ties keep the lower index
-                better = found.scores > best_s
-                best_s = np.where(better, found.scores, best_s)
-                best_i = np.where(better, found.indices + offset, best_i)
-        scores[start:stop], indices[start:stop] = best_s, best_i
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
+    with _say_what_is_kept(store):
+        for start, stop in _chunks(n, done, progress, "best matches"):
+            chunk = queries[rows[start:stop]]
+            best_s, best_i = None, None
+            for offset, part in reference_parts(references):
+                found = best_match(chunk, part, device=device, precision=precision,
+                                   memory_budget_bytes=memory_budget_bytes, progress=progress,
+                                   desc=f"best matches of queries {start + 1:,}-{stop:,}")
+                if best_s is None:
+                    best_s, best_i = found.scores, found.indices + offset
+                else:  # a later shard wins only with a higher score: ties keep the lower index
+                    better = found.scores > best_s
+                    best_s = np.where(better, found.scores, best_s)
+                    best_i = np.where(better, found.indices + offset, best_i)
+            scores[start:stop], indices[start:stop] = best_s, best_i
+            if store and stop < n:
+                store.save(done=np.int64(stop), scores=scores[:stop], indices=indices[:stop])
     if store:
         store.clear()
     return BestMatches(scores, indices)
@@ -92,17 +107,18 @@ def top_pairs_resumable(queries: np.ndarray, references: np.ndarray, k: int, *, 
     done = 0
     if saved is not None:
         done, best = int(saved["done"]), (saved["scores"], saved["query_indices"], saved["reference_indices"])
-    for start, stop in _chunks(n, done, progress, "closest pairs"):
-        for offset, part in reference_parts(references):
-            found = top_pairs(queries[start:stop], part, k, positive_only=positive_only, device=device,
-                              precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
-                              desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
-            s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
-                                                                   found.reference_indices + offset)))
-            order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
-            best = (s[order], q[order], r[order])
-        if store and stop < n:
-            store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
+    with _say_what_is_kept(store):
+        for start, stop in _chunks(n, done, progress, "closest pairs"):
+            for offset, part in reference_parts(references):
+                found = top_pairs(queries[start:stop], part, k, positive_only=positive_only, device=device,
+                                  precision=precision, memory_budget_bytes=memory_budget_bytes, progress=progress,
+                                  desc=f"closest pairs of queries {start + 1:,}-{stop:,}")
+                s, q, r = (np.concatenate(pair) for pair in zip(best, (found.scores, found.query_indices + start,
+                                                                       found.reference_indices + offset)))
+                order = np.lexsort((r, q, -s.astype(np.float64)))[:k]  # score desc, then query, then reference
+                best = (s[order], q[order], r[order])
+            if store and stop < n:
+                store.save(done=np.int64(stop), scores=best[0], query_indices=best[1], reference_indices=best[2])
     if store:
         store.clear()
     return TopPairs(*best)

@@ -42,6 +42,12 @@ def exact_scores(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
     return (q @ r.T).astype(np.float32)
 
 
+def as_cosines(scores: np.ndarray) -> np.ndarray:
+    """Scores clamped to [-1, 1]: unit float32 vectors can score 1.0000001 with themselves, and a
+    cosine shown to users never exceeds 1. Order is kept (ties at exactly 1 stay in search order)."""
+    return np.clip(scores, -1.0, 1.0).astype(np.asarray(scores).dtype, copy=False)
+
+
 _EXACT_PAIRS = 1 << 13  # pairs scored at a time: the gathered rows stay in cache
 
 

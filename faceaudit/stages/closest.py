@@ -19,7 +19,7 @@ import numpy as np
 from faceaudit import search
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.embeddings import EmbeddingSet
-from faceaudit.io.files import atomic_write
+from faceaudit.io.files import atomic_write, read_json
 from faceaudit.io.shards import ShardSet
 from faceaudit.stages.leakage import SEED, check_pair, loaded, sample_queries
 
@@ -60,7 +60,8 @@ def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, to
         warnings.warn(f"only {len(found)} {kind}pairs found, fewer than the {top} asked for", FaceauditWarning,
                       stacklevel=2)
     results = []
-    for rank, (score, qpos, ri) in enumerate(zip(found.scores.tolist(), found.query_indices.tolist(),
+    scores = search.as_cosines(found.scores)  # cosines shown to users never exceed 1
+    for rank, (score, qpos, ri) in enumerate(zip(scores.tolist(), found.query_indices.tolist(),
                                                  found.reference_indices.tolist()), 1):
         qi = int(picked[qpos])
         q_id, q_name = str(query.identities[qi]), str(query.image_names[qi])
@@ -98,12 +99,9 @@ def write_closest_json(path: str | os.PathLike, document: dict) -> Path:
 
 def read_closest_json(path: str | os.PathLike) -> dict:
     path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FaceauditError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FaceauditError(f"{path}: invalid JSON ({exc})") from None
+    if not path.is_file():
+        raise FaceauditError(f"{path}: file not found")
+    document = read_json(path, "a Top-K JSON file")
     if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise FaceauditError(f"{path}: expected an object with a 'results' list")
     for number, result in enumerate(document["results"], 1):

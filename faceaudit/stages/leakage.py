@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from faceaudit import search
+from faceaudit import checks, search
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.embeddings import EmbeddingSet
 from faceaudit.io.files import write_csv, write_json, write_scores
@@ -75,6 +75,7 @@ def sample_indices(total: int, n: int, seed: int = SEED) -> tuple[list[int], boo
     Returns (indices, all_used); when ``n > total`` every index is used in order,
     as the original scripts do (they warn).
     """
+    checks.seed(seed)
     if n <= 0:
         raise FaceauditError(f"the number of comparisons must be > 0, got {n}")
     if total < n:
@@ -104,6 +105,8 @@ def best_matches(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, n_c
                  options: search.IndexOptions | None = None) -> BestMatchResult:
     """Each sampled query's most similar reference image (exact; ties: lowest reference index).
 
+    Scores are cosines, clamped to [-1, 1] (:func:`faceaudit.search.as_cosines`).
+
     ``checkpoint``: a file path where finished chunks of a long search are saved, so that a
     rerun resumes (:func:`faceaudit.search.best_match_resumable`). ``index``: another search
     backend (:func:`faceaudit.search.best_match_index`, with ``options``); queries it finds no
@@ -115,13 +118,13 @@ def best_matches(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, n_c
         found = search.best_match_resumable(query.vectors, reference.vectors, rows=picked, checkpoint=checkpoint,
                                             device=device, precision=precision,
                                             memory_budget_bytes=memory_budget_bytes, progress=progress)
-        return BestMatchResult(picked, found.scores, found.indices)
+        return BestMatchResult(picked, search.as_cosines(found.scores), found.indices)
     found = search.best_match_index(index, query.vectors[picked], reference.vectors, options)
     hit = found.indices >= 0
     if not hit.all():
         warnings.warn(f"--index {index}: no candidate found for {int((~hit).sum()):,} of {len(hit):,} queries; "
                       "they are left out", FaceauditWarning, stacklevel=2)
-    return BestMatchResult(picked[hit], found.scores[hit], found.indices[hit])
+    return BestMatchResult(picked[hit], search.as_cosines(found.scores[hit]), found.indices[hit])
 
 
 def best_match_rows(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet) -> Iterable[list]:
@@ -199,13 +202,26 @@ def write_summary(json_path: str | os.PathLike, csv_path: str | os.PathLike, sum
 # ---------------------------------------------------------------- the figure
 
 def plot_best_matches(scores: Mapping[str, np.ndarray], title: str | None = None,
-                      thresholds: Sequence[tuple[str, float]] = ()):
-    """KDE of best-match similarities per dataset, thresholds as vertical lines."""
+                      thresholds: Sequence[tuple[str, float]] = (), **options):
+    """KDE of best-match similarities per dataset, thresholds as vertical lines.
+
+    ``options`` go to :func:`faceaudit.report.plots.plot_distributions` (``xlim``, ``curves``).
+    """
     if title is None:
         names = ", ".join(scores)
         title = f"Distribution of best-match similarities ({names})"
     return plot_distributions(dict(scores), title, xlabel="Cosine similarity (best match)",
-                              thresholds=list(thresholds))
+                              thresholds=list(thresholds), **options)
+
+
+def compare_embeddings_figure(scores: np.ndarray, label: str, source_name: str, curve=None):
+    """The figure of ``compare_embeddings.py``: one dataset's best-match KDE with its mean +- std
+    as a line, x in [0, 1]. ``curve``: its (x, density) from :func:`kde_curve`, if already computed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mean, std = float(np.mean(scores)), float(np.std(scores))
+    return plot_best_matches({label: scores}, thresholds=[(f"Mean ({mean:.3f} ± {std:.3f})", mean)],
+                             title=f"Distribution of Best Match Similarities\n({len(scores)} samples from {source_name})",
+                             xlim=(0.0, 1.0), curves=None if curve is None else [curve])
 
 
 # ---------------------------------------------------------------- whole commands (CLI, paper scripts, demo)
@@ -256,6 +272,10 @@ def run_leakage(query_file: str | os.PathLike, reference_file: str | os.PathLike
     """
     if n_comparisons is not None and int(n_comparisons) <= 0:
         raise FaceauditError(f"--n-comparisons must be > 0, got {n_comparisons}")
+    thresholds = checks.cosines(thresholds, "--threshold")
+    if flag_threshold is not None:
+        flag_threshold = checks.cosine(flag_threshold, "--flag-threshold")
+    checks.seed(seed)
     query = loaded(query, query_file, skip_invalid)
     reference = loaded(reference, reference_file, skip_invalid)
     out = Path(out_dir)

@@ -21,10 +21,11 @@ from typing import Callable
 
 import numpy as np
 
+from faceaudit import checks
 from faceaudit.version import __version__
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.embeddings import EmbeddingSet, load_embeddings
-from faceaudit.io.files import read_csv_columns, read_scores, write_csv, write_json, write_scores
+from faceaudit.io.files import jsonable, read_csv_columns, read_scores, write_csv, write_json, write_scores
 from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
 from faceaudit.evaluate.pairs import DEFAULT_SEED, PairSample, sample_pairs
 
@@ -70,14 +71,15 @@ def score_paths(out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
 # ---------------------------------------------------------------- scores
 
 def pair_scores(vectors: np.ndarray, pairs: np.ndarray, block: int = SCORE_BLOCK_ROWS) -> np.ndarray:
-    """Cosine similarity of each row pair: float64 dot products of the (unit) float32 rows, in blocks."""
+    """Cosine similarity of each row pair: float64 dot products of the (unit) float32 rows, in blocks,
+    clamped to [-1, 1] (a unit float32 row can score 1.0000001 with itself)."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), block):
         chunk = pairs[start:start + block]
         out[start:start + len(chunk)] = np.einsum("ij,ij->i", vectors[chunk[:, 0]], vectors[chunk[:, 1]],
                                                   dtype=np.float64)
-    return out
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def load(source, skip_invalid: bool = False) -> tuple[EmbeddingSet, str]:
@@ -270,6 +272,8 @@ def run(source, n_comparisons: int | None = DEFAULT_N_COMPARISONS, out_dir=".", 
     ``metrics``, ``ci``, the pair counts, the settings and the written ``paths``.
     ``figures=False`` skips the two figures (the slowest part on small inputs).
     """
+    if seed is not None:
+        checks.seed(seed)
     eset, default_stem = load(source, skip_invalid)
     stem = stem or default_stem
     out_dir = Path(out_dir)
@@ -301,18 +305,6 @@ def run(source, n_comparisons: int | None = DEFAULT_N_COMPARISONS, out_dir=".", 
     result["paths"] = {"mated_scores": str(mated_path), "non_mated_scores": str(non_mated_path),
                        "figure": figure and str(figure), "figures_with_metrics": [str(p) for p in with_metrics],
                        "metrics_csv": str(csv_path), "metrics_json": str(json_path)}
-    write_json(json_path, _jsonable(result))
+    write_json(json_path, jsonable(result))
     echo("\n".join(report_lines(stem, analysis)))
     return result
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None  # JSON has no inf/NaN (FDR is inf when both spreads are 0)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
