@@ -13,6 +13,12 @@
 3. exact identification (every probe's exact rank, :func:`faceaudit.search.mated_ranks`) against
    ``best_match`` on the same gallery and probes.
 
+``--why`` adds part 0: where the old 1.35x gap to FAISS came from, one change at a time, each
+timed alternately with ``IndexFlatIP`` (4096 queries): the old loop (torch's MKL product into a
+fresh 4096 x 18688 tile, then max with indices and a second max), cache-sized 4096 x 1024 tiles
+in one reused buffer with one max pass, the same product by numpy's OpenBLAS (FAISS's BLAS), and
+faceaudit's search (OpenBLAS, queries split between single-threaded workers).
+
 Prints the threads and the load average: on shared cores, read the ratios, not the seconds.
 """
 from __future__ import annotations
@@ -75,6 +81,51 @@ def best_of(functions: dict, repeat: int) -> dict:
             f()
             times[k].append(time.perf_counter() - t)
     return {k: min(v) for k, v in times.items()}
+
+
+def part_why(quick: bool, repeat: int) -> None:
+    try:
+        import faiss
+    except ImportError:
+        print("0. why: skipped (pip install 'faceaudit[faiss]')")
+        return
+    import torch
+
+    n, m, d = 4096, (18688 if quick else 37376), 512
+    rng = np.random.default_rng(2)
+    q, r = unit_rows(rng.standard_normal((n, d), dtype=np.float32)), unit_rows(rng.standard_normal((m, d), dtype=np.float32))
+    Q, R = torch.from_numpy(q), torch.from_numpy(r)
+    flat = faiss.IndexFlatIP(d)
+    flat.add(r)
+    buffer = torch.empty(n * 1024)
+
+    def old_loop():  # torch's product into a fresh tile of the old block size, max with indices, a second max
+        for c in range(0, m, 18688):
+            tile = Q @ R[c:c + 18688].T
+            tile.max(dim=1)
+            tile.amax(dim=1)
+
+    def small_tiles(product):
+        def run():
+            for c in range(0, m, 1024):
+                tile = buffer[:n * min(1024, m - c)].view(n, -1)
+                product(c, tile)
+                tile.amax(dim=1)
+        return run
+
+    variants = {
+        "faiss.IndexFlatIP (k=1)": lambda: flat.search(q, 1),
+        "old: MKL, fresh 4096x18688 tiles, 2 max passes": old_loop,
+        "MKL, reused 4096x1024 tile, 1 pass": small_tiles(lambda c, t: torch.mm(Q, R[c:c + 1024].T, out=t)),
+        "OpenBLAS (numpy), same tiles": small_tiles(lambda c, t: np.matmul(q, r[c:c + 1024].T, out=t.numpy())),
+        "faceaudit best_match (2 workers)": lambda: search.best_match(q, r, device="cpu", progress=False),
+    }
+    t = best_of(variants, repeat)
+    base = t["faiss.IndexFlatIP (k=1)"]
+    gflop = 2.0 * n * m * d / 1e9
+    print(f"0. why: {n:,} x {m:,} x {d}, {torch.get_num_threads()} threads, best of {repeat} alternating runs")
+    for label, seconds in t.items():
+        print(f"   {label:<50}{seconds:>8.3f} s{gflop / seconds:>8.1f} GFLOP/s{base / seconds:>8.2f}x FAISS's speed")
 
 
 def part_exact_vs_faiss(quick: bool, repeat: int) -> None:
@@ -185,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="20k gallery x 2k probes; exact vs FAISS at 2k x 10k")
     ap.add_argument("--repeat", type=int, default=3, help="alternating runs of parts 1 and 3 (best of)")
     ap.add_argument("--skip", action="append", default=[], choices=("1", "2", "3"), help="skip a part")
+    ap.add_argument("--why", action="store_true", help="part 0: the old gap to FAISS taken apart")
     ap.add_argument("--backend", action="append", default=None, choices=[b[0] for b in BACKENDS], metavar="LABEL",
                     help="part 2: only these backends (repeatable; exact always runs: it is the baseline)")
     args = ap.parse_args(argv)
@@ -192,6 +244,8 @@ def main(argv=None) -> int:
 
     print(f"bench_index: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    if args.why:
+        part_why(args.quick, args.repeat)
     if "1" not in args.skip:
         part_exact_vs_faiss(args.quick, args.repeat)
     if "2" not in args.skip:

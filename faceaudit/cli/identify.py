@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from faceaudit.cli.common import add_index_options, add_search_options, index_options, positive_int
+from faceaudit.cli.common import add_index_options, add_search_options, add_skip_invalid, index_options, positive_int
 
 
 def fraction(text: str) -> float:
@@ -73,7 +73,7 @@ def add(sub) -> None:
     p.add_argument("--rows-per-shard", type=positive_int, default=1 << 20,
                    help="rows per shard (default: %(default)s, 2 GiB at 512 dimensions)")
     p.add_argument("--append", action="store_true", help="add the rows after those of an existing shard folder")
-    p.add_argument("--skip-invalid", action="store_true", help="skip malformed embedding lines")
+    add_skip_invalid(p)
     p.set_defaults(func=_run_shards)
 
 

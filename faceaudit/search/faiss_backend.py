@@ -22,8 +22,8 @@ from faceaudit.search.exact import Neighbours
 KINDS = ("faiss-flat", "faiss-ivf", "faiss-hnsw")
 _ADD_ROWS = 1 << 16           # rows added at a time: a memory-mapped shard is read piece by piece
 _MIN_ROWS_PER_LIST = 39       # FAISS's k-means warns below 39 training rows per list
-_TRAIN_ROWS_PER_LIST = 40     # training rows per list: more cost more than one exact search at 100k
-_TRAIN_ITERATIONS = 10        # k-means iterations (FAISS's default: 25)
+_TRAIN_ROWS_PER_LIST = 256    # ... and uses at most 256 per list (fewer, or fewer than its 25 iterations,
+                              # cost recall: 0.86 instead of 0.98 at nprobe 8 on 100k face-like vectors)
 
 
 def import_faiss():
@@ -58,8 +58,8 @@ class FaissIndex(Index):
 
     @classmethod
     def prepare(cls, references, options: IndexOptions):
-        """For IVF: an empty ``IndexIVFFlat`` whose quantizer is trained (10 k-means iterations) on a
-        seeded sample of ``40 x lists`` rows of the whole reference set (every shard)."""
+        """For IVF: an empty ``IndexIVFFlat`` whose quantizer is trained (FAISS's k-means, 25
+        iterations) on a seeded sample of ``256 x lists`` rows of the whole reference set (every shard)."""
         if cls.kind != "faiss-ivf":
             import_faiss()
             return None
@@ -71,7 +71,6 @@ class FaissIndex(Index):
         sample = np.ascontiguousarray(references[rows], dtype=np.float32)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = int(options.seed)
-        index.cp.niter = _TRAIN_ITERATIONS
         index.train(sample)
         return index
 
