@@ -59,53 +59,83 @@ class TopPairs:
 
 # ---------------------------------------------------------------- best match
 
-def best_match(queries, references, *, device: str | torch.device = "auto", precision: str = "fp32",
-               memory_budget_bytes: int | None = None, progress: bool = True,
-               desc: str = "best match") -> BestMatches:
-    """The exact highest score of each query over all references and its index (lowest index on ties)."""
-    eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
+def _take_better(best, best_idx, rows, scores, ri) -> None:
+    """Merge one exact candidate per row of ``rows`` (a slice or index tensor) into the running
+    best: the higher score wins, then the lower reference index."""
+    cur, cur_idx = best[rows], best_idx[rows]
+    better = (scores > cur) | ((scores == cur) & (ri < cur_idx))
+    best[rows] = torch.where(better, scores, cur)
+    best_idx[rows] = torch.where(better, ri, cur_idx)
+
+
+def _absorb(best, best_idx, qi, local, ri, scores) -> None:
+    """Merge exact candidates (query ``qi[local]``, reference ``ri``, ``scores``) into the running best."""
+    big = torch.iinfo(torch.long).max
+    top = torch.full((len(qi),), -math.inf, dtype=torch.float32, device=scores.device)
+    top.scatter_reduce_(0, local, scores, reduce="amax")
+    at_top = scores == top[local]
+    low = torch.full((len(qi),), big, dtype=torch.long, device=scores.device)
+    low.scatter_reduce_(0, local[at_top], ri[at_top], reduce="amin")
+    has = low != big
+    _take_better(best, best_idx, qi[has], top[has], low[has])
+
+
+def _rescan_flagged(eng: Engine, best, best_idx, q0: int, flags) -> None:
+    """Scan the (rows, reference block) tiles flagged in the first pass, with the final best scores
+    as thresholds: every entry that can beat or tie them is re-scored exactly."""
+    rows, blocks = torch.nonzero(flags, as_tuple=True)  # the one host synchronisation of a query block
+    if not len(rows):
+        return
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
+    for block in torch.unique(blocks).tolist():
+        r0, r1 = block * eng.br, min((block + 1) * eng.br, eng.m)
+        flagged = rows[blocks == block] + q0
+        for start in range(0, len(flagged), eng.bq):
+            qi = flagged[start:start + eng.bq]
+            tile = eng.q[qi] @ eng.r[r0:r1].T
+            for local, cols in eng.scan_rows(tile, None, best[qi] - eng.err, max_pairs):
+                _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
+            del tile
+
+
+def _best_on_device(eng: Engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact best score and reference index of every query, as device tensors.
+
+    One pass over the tiles with no host synchronisation: each row's fast maximum is re-scored
+    exactly and merged, and the row is flagged when another entry of the tile comes within the
+    error bound of the best exact score so far (usually none does). At the end of each block of
+    queries the flagged tiles are scanned again against the final scores.
+    """
     dev = eng.device
     best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
-    err = eng.err
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
-    big = torch.iinfo(torch.long).max
-
-    def absorb(q0, q1, r0, rows, cols):
-        """Re-score candidate pairs exactly and merge: higher score wins, then lower reference index."""
-        ri = cols + r0
-        scores = eng.exact(rows + q0, ri)
-        top = torch.full((q1 - q0,), -math.inf, dtype=torch.float32, device=dev)
-        top.scatter_reduce_(0, rows, scores, reduce="amax")
-        at_top = scores == top[rows]
-        low = torch.full((q1 - q0,), big, dtype=torch.long, device=dev)
-        low.scatter_reduce_(0, rows[at_top], ri[at_top], reduce="amin")
-        cur, cur_idx = best[q0:q1], best_idx[q0:q1]
-        better = (low != big) & ((top > cur) | ((top == cur) & (low < cur_idx)))
-        best[q0:q1] = torch.where(better, top, cur)
-        best_idx[q0:q1] = torch.where(better, low, cur_idx)
-
+    n_blocks = math.ceil(eng.m / eng.br)
+    flags = None
     with torch.inference_mode(), strict_matmul():
         for q0, q1, r0, r1 in eng.blocks():
+            if r0 == 0:
+                flags = torch.zeros((q1 - q0, n_blocks), dtype=torch.bool, device=dev)
             tile = eng.tile(q0, q1, r0, r1)
-            fast_max, fast_arg = tile.max(dim=1)
-            row_max = fast_max.float()
-            # an entry can beat (or tie) the winner only if its fast score is within the bounds
-            thr = torch.maximum(best[q0:q1] - err, row_max - 2 * err)
-            live = row_max >= thr
-            # usually the row maximum is the only candidate: look at the runner-up to be sure
-            ar = torch.arange(q1 - q0, device=dev)
-            tile[ar, fast_arg] = -math.inf
-            second = tile.amax(dim=1).float()
-            multi = live & (second >= thr)
-            single = torch.nonzero(live & ~multi).squeeze(1)
-            if single.numel():
-                absorb(q0, q1, r0, single, fast_arg[single])
-            if bool(multi.any()):
-                tile[ar, fast_arg] = fast_max
-                for rows, cols in eng.scan_rows(tile, torch.nonzero(multi).squeeze(1), thr, max_pairs):
-                    absorb(q0, q1, r0, rows, cols)
+            fast_arg = tile.argmax(dim=1)
+            ri = fast_arg + r0
+            _take_better(best, best_idx, slice(q0, q1), eng.exact(torch.arange(q0, q1, device=dev), ri), ri)
+            tile.scatter_(1, fast_arg[:, None], -math.inf)  # the runner-up decides whether to look again
+            flags[:, r0 // eng.br] = tile.amax(dim=1).float() >= best[q0:q1] - eng.err
             del tile
+            if r1 == eng.m:
+                _rescan_flagged(eng, best, best_idx, q0, flags)
+    return best, best_idx
+
+
+def best_match(queries, references, *, device: str | torch.device = "auto", precision: str = "fp32",
+               memory_budget_bytes: int | None = None, progress: bool = True,
+               desc: str = "best match") -> BestMatches:
+    """The exact highest score of each query over all references and its index (lowest index on ties).
+
+    ``queries``, ``references``: numpy arrays, or torch tensors (already on the device: no copy).
+    """
+    best, best_idx = _best_on_device(Engine(queries, references, device, precision, memory_budget_bytes,
+                                            progress, desc))
     return BestMatches(best.cpu().numpy(), best_idx.cpu().numpy())
 
 
@@ -129,36 +159,49 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
     """The ``k`` highest-scoring (query, reference) pairs, exact, best first.
 
     With ``positive_only`` only pairs with a score > 0 count (fewer than ``k`` may remain),
-    as in the paper's ``find_closest.py``.
+    as in the paper's ``find_closest.py``. Two passes: the exact best match of every query
+    (:func:`best_match`'s pass); then, as ``k`` distinct pairs score at least the k-th best of
+    those, only the few queries whose best match reaches it are searched again for every pair
+    that can reach it.
     """
     if int(k) <= 0:
         raise FaceauditError(f"top-K: K must be > 0, got {k}")
     k = int(k)
     eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    err = eng.err
+    best, _ = _best_on_device(eng)
+    dev, err = eng.device, eng.err
+    with torch.inference_mode():
+        eligible = best > 0 if positive_only else torch.ones_like(best, dtype=torch.bool)
+        row_best = best[eligible]
+        if len(row_best) >= k:
+            floor = float(torch.topk(row_best, k).values[-1])
+            rows = torch.nonzero(best >= floor).squeeze(1)
+            fast_floor = floor - err
+        else:  # fewer rows than k (or than k with a positive score): every eligible row
+            rows = torch.nonzero(eligible).squeeze(1)
+            fast_floor = -err if positive_only else -math.inf
     empty_f = torch.empty(0, dtype=torch.float32, device=dev)
     empty_l = torch.empty(0, dtype=torch.long, device=dev)
     state = (empty_f, empty_l, empty_l)
     max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
-    floor = -math.inf if not positive_only else -err
+    # few rows: tiles as wide as the budget's tile size allows
+    width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))
     with torch.inference_mode(), strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
-            tile = eng.tile(q0, q1, r0, r1)
-            row_max = tile.amax(dim=1).float()
-            kth = state[0][-1].item() if len(state[0]) == k else -math.inf
-            bound = max(kth - err, floor)
-            if row_max.numel() >= k:  # k entries of this tile are >= the k-th row maximum
-                bound = max(bound, torch.topk(row_max, k).values[-1].item() - 2 * err)
-            thr = torch.full_like(row_max, bound)
-            for rows, cols in eng.scan_rows(tile, torch.nonzero(row_max >= thr).squeeze(1), thr, max_pairs):
-                qi, ri = rows + q0, cols + r0
-                scores = eng.exact(qi, ri)
-                if positive_only:
-                    keep = scores > 0
-                    scores, qi, ri = scores[keep], qi[keep], ri[keep]
-                state = _merge_top(state, scores, qi, ri, k)
-            del tile
+        for start in range(0, len(rows), eng.bq):
+            qi = rows[start:start + eng.bq]
+            for r0 in range(0, eng.m, width):
+                r1 = min(r0 + width, eng.m)
+                tile = eng.q[qi] @ eng.r[r0:r1].T
+                kth = state[0][-1].item() if len(state[0]) == k else -math.inf
+                thr = torch.full((len(qi),), max(fast_floor, kth - err), dtype=torch.float32, device=dev)
+                for local, cols in eng.scan_rows(tile, None, thr, max_pairs):
+                    q_idx, r_idx = qi[local], cols + r0
+                    scores = eng.exact(q_idx, r_idx)
+                    if positive_only:
+                        keep = scores > 0
+                        scores, q_idx, r_idx = scores[keep], q_idx[keep], r_idx[keep]
+                    state = _merge_top(state, scores, q_idx, r_idx, k)
+                del tile
     s, q, r = state
     return TopPairs(s.cpu().numpy(), q.cpu().numpy(), r.cpu().numpy())
 
