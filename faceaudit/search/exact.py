@@ -98,31 +98,44 @@ def _rescan_flagged(eng: Engine, best, best_idx, q0: int, flags) -> None:
             del tile
 
 
+#: where flagged rows are scanned after the whole block of queries (a GPU: no host synchronisation
+#: per tile) rather than at once in the tile still in memory (a CPU, where waiting costs nothing)
+DEFER_RESCAN = {"cuda": True, "cpu": False}
+
+
 def _best_on_device(eng: Engine) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact best score and reference index of every query, as device tensors.
 
-    One pass over the tiles with no host synchronisation: each row's fast maximum is re-scored
-    exactly and merged, and the row is flagged when another entry of the tile comes within the
-    error bound of the best exact score so far (usually none does). At the end of each block of
-    queries the flagged tiles are scanned again against the final scores.
+    Each row's fast maximum in a tile is re-scored exactly and merged, and the row is flagged
+    when another entry of the tile comes within the error bound of the best exact score so far
+    (usually none does). Flagged rows are scanned for every entry that can beat or tie the best:
+    on CUDA once per block of queries, so the pass over the tiles never waits for the GPU.
     """
-    dev = eng.device
+    dev, defer = eng.device, DEFER_RESCAN.get(eng.device.type, True)
     best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
     n_blocks = math.ceil(eng.m / eng.br)
     flags = None
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
     with torch.inference_mode(), strict_matmul():
         for q0, q1, r0, r1 in eng.blocks():
-            if r0 == 0:
+            if defer and r0 == 0:
                 flags = torch.zeros((q1 - q0, n_blocks), dtype=torch.bool, device=dev)
             tile = eng.tile(q0, q1, r0, r1)
             fast_arg = tile.argmax(dim=1)
             ri = fast_arg + r0
-            _take_better(best, best_idx, slice(q0, q1), eng.exact(torch.arange(q0, q1, device=dev), ri), ri)
+            qi = torch.arange(q0, q1, device=dev)
+            _take_better(best, best_idx, slice(q0, q1), eng.exact(qi, ri), ri)
             tile.scatter_(1, fast_arg[:, None], -math.inf)  # the runner-up decides whether to look again
-            flags[:, r0 // eng.br] = tile.amax(dim=1).float() >= best[q0:q1] - eng.err
+            thr = best[q0:q1] - eng.err
+            flagged = tile.amax(dim=1).float() >= thr
+            if defer:
+                flags[:, r0 // eng.br] = flagged
+            else:
+                for local, cols in eng.scan_rows(tile, torch.nonzero(flagged).squeeze(1), thr, max_pairs):
+                    _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
             del tile
-            if r1 == eng.m:
+            if defer and r1 == eng.m:
                 _rescan_flagged(eng, best, best_idx, q0, flags)
     return best, best_idx
 
@@ -159,41 +172,40 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
     """The ``k`` highest-scoring (query, reference) pairs, exact, best first.
 
     With ``positive_only`` only pairs with a score > 0 count (fewer than ``k`` may remain),
-    as in the paper's ``find_closest.py``. Two passes: the exact best match of every query
-    (:func:`best_match`'s pass); then, as ``k`` distinct pairs score at least the k-th best of
-    those, only the few queries whose best match reaches it are searched again for every pair
-    that can reach it.
+    as in the paper's ``find_closest.py``. Two passes: the fast maximum of every query's row
+    (a matmul and a max per tile, nothing else, no host synchronisation); then, as the ``k``
+    rows with the largest maxima hold ``k`` pairs scoring at least the k-th of them (less the
+    error bound), only the few rows that can reach that are searched again, for every pair
+    that can, and those pairs are re-scored exactly.
     """
     if int(k) <= 0:
         raise FaceauditError(f"top-K: K must be > 0, got {k}")
     k = int(k)
     eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    best, _ = _best_on_device(eng)
     dev, err = eng.device, eng.err
-    with torch.inference_mode():
-        eligible = best > 0 if positive_only else torch.ones_like(best, dtype=torch.bool)
-        row_best = best[eligible]
-        if len(row_best) >= k:
-            floor = float(torch.topk(row_best, k).values[-1])
-            rows = torch.nonzero(best >= floor).squeeze(1)
-            fast_floor = floor - err
-        else:  # fewer rows than k (or than k with a positive score): every eligible row
-            rows = torch.nonzero(eligible).squeeze(1)
-            fast_floor = -err if positive_only else -math.inf
+    row_max = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
     empty_f = torch.empty(0, dtype=torch.float32, device=dev)
     empty_l = torch.empty(0, dtype=torch.long, device=dev)
     state = (empty_f, empty_l, empty_l)
     max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
-    # few rows: tiles as wide as the budget's tile size allows
-    width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))
     with torch.inference_mode(), strict_matmul():
+        for q0, q1, r0, r1 in eng.blocks():
+            tile = eng.tile(q0, q1, r0, r1)
+            row_max[q0:q1] = torch.maximum(row_max[q0:q1], tile.amax(dim=1).float())
+            del tile
+        # every pair of the top K scores at least `floor` (exactly), so at least `floor - err` (fast)
+        floor = float(torch.topk(row_max, k).values[-1]) - err if eng.n >= k else -math.inf
+        if positive_only:
+            floor = max(floor, 0.0)
+        rows = torch.nonzero(row_max >= floor - err).squeeze(1)
+        width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))  # few rows: wide tiles
         for start in range(0, len(rows), eng.bq):
             qi = rows[start:start + eng.bq]
             for r0 in range(0, eng.m, width):
                 r1 = min(r0 + width, eng.m)
                 tile = eng.q[qi] @ eng.r[r0:r1].T
                 kth = state[0][-1].item() if len(state[0]) == k else -math.inf
-                thr = torch.full((len(qi),), max(fast_floor, kth - err), dtype=torch.float32, device=dev)
+                thr = torch.full((len(qi),), max(floor, kth) - err, dtype=torch.float32, device=dev)
                 for local, cols in eng.scan_rows(tile, None, thr, max_pairs):
                     q_idx, r_idx = qi[local], cols + r0
                     scores = eng.exact(q_idx, r_idx)
