@@ -24,18 +24,12 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    import numpy as np
-
-    from faceaudit.stages.leakage import best_matches, load_query_and_reference, plot_best_matches
+    from faceaudit.stages.leakage import best_matches, compare_embeddings_figure, load_query_and_reference
     from faceaudit.report.plots import save_figure
 
     query, casia = load_query_and_reference(args.input_file, args.casia_file)
     result = best_matches(query, casia, n_comparisons=args.n_comparisons, device=args.device)
-    scores = result.scores
-    mean, std = float(np.mean(scores)), float(np.std(scores))
-    title = (f"Distribution of Best Match Similarities\n({len(scores)} samples from {Path(args.input_file).name})")
-    fig = plot_best_matches({Path(args.input_file).stem: scores}, title=title,
-                            thresholds=[(f"Mean ({mean:.3f} ± {std:.3f})", mean)])
+    fig = compare_embeddings_figure(result.scores, Path(args.input_file).stem, Path(args.input_file).name)
     base = Path(f"{Path(args.input_file).stem}_BestMatches_{args.n_comparisons}")
     for path in save_figure(fig, base, formats=("png", "pdf"), dpi=300):
         print(f"Plot saved as: {path}")

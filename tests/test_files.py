@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from faceaudit.errors import FaceauditError
-from faceaudit.io.files import atomic_write, read_csv_columns, read_scores, write_csv, write_scores
+from faceaudit.io.files import atomic_write, read_csv_columns, read_csv_table, read_scores, write_csv, write_scores
 
 
 def test_atomic_write_gives_umask_permissions(tmp_path):
@@ -74,3 +74,15 @@ def test_blank_lines_and_spaces_are_fine_and_binary_is_refused(tmp_path):
 def test_scores_with_fixed_decimals_as_the_paper(tmp_path):
     path = write_scores(tmp_path / "s.txt", np.array([0.5, 0.1234567, -0.00001]), decimals=6)
     assert path.read_text() == "0.500000\n0.123457\n-0.000010\n"
+
+
+def test_csv_table_reads_columns_like_the_row_reader(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('name,score,extra\n"a,1.jpg",0.5,x\n\nb.jpg,0.25\n')
+    header, columns = read_csv_table(path, ["name", "score"])
+    assert header == ["name", "score", "extra"]
+    assert columns == {"name": ["a,1.jpg", "b.jpg"], "score": ["0.5", "0.25"], "extra": ["x", ""]}
+    assert [r["name"] for r in read_csv_columns(path, ["name"])] == columns["name"]
+    with pytest.raises(FaceauditError, match=r"t.csv: missing column\(s\) similarity"):
+        read_csv_table(path, ["similarity"])
+    assert read_csv_table(write_csv(tmp_path / "empty.csv", ["a"], []), ["a"]) == (["a"], {"a": []})

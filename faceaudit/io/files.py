@@ -124,6 +124,19 @@ def read_scores(path: str | os.PathLike) -> np.ndarray:
     raise FaceauditError(f"{path}: unreadable scores")
 
 
+def jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers and inf/NaN as None (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # e.g. FDR is inf when both spreads are 0
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
     with atomic_write(path) as out:
         json.dump(obj, out, indent=indent, allow_nan=False)
@@ -139,17 +152,45 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     return Path(path)
 
 
+def _checked_header(path: Path, header: Sequence[str], required: Sequence[str]) -> list[str]:
+    columns = [c.strip() for c in header]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise FaceauditError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+    return columns
+
+
+def _csv_file(path: Path) -> io.StringIO:
+    """The CSV's text (UTF-8, a BOM removed, bad bytes named by line) as a file for ``csv``."""
+    if not path.is_file():
+        raise FaceauditError(f"{path}: CSV file not found")
+    return io.StringIO(read_text(path, "a CSV file"), newline="")
+
+
 def read_csv_columns(path: str | os.PathLike, required: Sequence[str]) -> list[dict]:
     """Rows of a CSV as dicts; a missing column is an error naming the file and column."""
     path = Path(path)
-    if not path.is_file():
-        raise FaceauditError(f"{path}: CSV file not found")
-    reader = csv.DictReader(io.StringIO(read_text(path, "a CSV file"), newline=""))
-    try:
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise FaceauditError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
-        return [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
-    except csv.Error as exc:
-        raise FaceauditError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    with _csv_file(path) as handle:
+        reader = csv.DictReader(handle)
+        try:
+            _checked_header(path, reader.fieldnames or [], required)
+            return [{k.strip(): v for k, v in row.items() if k is not None} for row in reader]
+        except csv.Error as exc:
+            raise FaceauditError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+
+
+def read_csv_table(path: str | os.PathLike, required: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """A CSV as (header, column -> its cells), several times faster than :func:`read_csv_columns`
+    on large files. Blank lines are skipped; short rows are padded with ''; a missing column is an
+    error naming the file and column."""
+    path = Path(path)
+    with _csv_file(path) as handle:
+        reader = csv.reader(handle)
+        try:
+            header = _checked_header(path, next(reader, []), required)
+            rows = [row for row in reader if row]
+        except csv.Error as exc:
+            raise FaceauditError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    width = len(header)
+    cells = list(zip(*(row if len(row) == width else (row + [""] * width)[:width] for row in rows)))
+    return header, {name: list(cells[i]) if cells else [] for i, name in enumerate(header)}

@@ -190,13 +190,26 @@ def write_summary(json_path: str | os.PathLike, csv_path: str | os.PathLike, sum
 # ---------------------------------------------------------------- the figure
 
 def plot_best_matches(scores: Mapping[str, np.ndarray], title: str | None = None,
-                      thresholds: Sequence[tuple[str, float]] = ()):
-    """KDE of best-match similarities per dataset, thresholds as vertical lines."""
+                      thresholds: Sequence[tuple[str, float]] = (), **options):
+    """KDE of best-match similarities per dataset, thresholds as vertical lines.
+
+    ``options`` go to :func:`faceaudit.report.plots.plot_distributions` (``xlim``, ``curves``).
+    """
     if title is None:
         names = ", ".join(scores)
         title = f"Distribution of best-match similarities ({names})"
     return plot_distributions(dict(scores), title, xlabel="Cosine similarity (best match)",
-                              thresholds=list(thresholds))
+                              thresholds=list(thresholds), **options)
+
+
+def compare_embeddings_figure(scores: np.ndarray, label: str, source_name: str, curve=None):
+    """The figure of ``compare_embeddings.py``: one dataset's best-match KDE with its mean +- std
+    as a line, x in [0, 1]. ``curve``: its (x, density) from :func:`kde_curve`, if already computed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mean, std = float(np.mean(scores)), float(np.std(scores))
+    return plot_best_matches({label: scores}, thresholds=[(f"Mean ({mean:.3f} ± {std:.3f})", mean)],
+                             title=f"Distribution of Best Match Similarities\n({len(scores)} samples from {source_name})",
+                             xlim=(0.0, 1.0), curves=None if curve is None else [curve])
 
 
 # ---------------------------------------------------------------- whole commands (CLI, paper scripts, demo)

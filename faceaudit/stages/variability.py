@@ -25,7 +25,7 @@ from faceaudit import checks
 from faceaudit.version import __version__
 from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.io.embeddings import EmbeddingSet, load_embeddings
-from faceaudit.io.files import read_csv_columns, read_scores, write_csv, write_json, write_scores
+from faceaudit.io.files import jsonable, read_csv_columns, read_scores, write_csv, write_json, write_scores
 from faceaudit.evaluate.metrics import bootstrap_ci, verification_metrics
 from faceaudit.evaluate.pairs import DEFAULT_SEED, PairSample, sample_pairs
 
@@ -305,18 +305,6 @@ def run(source, n_comparisons: int | None = DEFAULT_N_COMPARISONS, out_dir=".", 
     result["paths"] = {"mated_scores": str(mated_path), "non_mated_scores": str(non_mated_path),
                        "figure": figure and str(figure), "figures_with_metrics": [str(p) for p in with_metrics],
                        "metrics_csv": str(csv_path), "metrics_json": str(json_path)}
-    write_json(json_path, _jsonable(result))
+    write_json(json_path, jsonable(result))
     echo("\n".join(report_lines(stem, analysis)))
     return result
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None  # JSON has no inf/NaN (FDR is inf when both spreads are 0)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
