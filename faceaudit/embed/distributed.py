@@ -51,6 +51,8 @@ def from_environment() -> Ranks | None:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return None
+    if "RANK" not in os.environ:
+        raise FaceauditError(f"WORLD_SIZE is {world} but RANK is not set: start the processes with torchrun")
     rank = int(os.environ["RANK"])
     return Ranks(rank, world, int(os.environ.get("LOCAL_RANK", rank)),
                  int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -275,7 +277,8 @@ def _raise_for(outcomes: list[dict], ranks: Ranks, files: OutputFiles) -> None:
 def _merge_and_finish(job: Job, ranks: Ranks, prep, todo: list[str], outcomes: list[dict]) -> dict:
     files, metadata = job.files, prep.metadata
     lines, failures = merge_parts(files, todo, ranks.world, job.batch_size)
-    this_run = Part(embedded=sum(o["embedded"] for o in outcomes), failed=sum(o["failed"] for o in outcomes),
+    this_run = Part(embedded=sum(o["embedded"] for o in outcomes),
+                    failed=len(prep.plan.new_errors) + sum(o["failed"] for o in outcomes),
                     recomputed=sum(o["recomputed"] for o in outcomes), seconds=max(o["seconds"] for o in outcomes))
     metadata.update(count=prep.done + lines, errors=len(prep.error_paths) + len(prep.plan.new_errors) + failures,
                     updated=now(), ranks=ranks.world,

@@ -88,7 +88,7 @@ class Pending:
 
     def __init__(self, embedder: Embedder, inputs: torch.Tensor, vectors: torch.Tensor):
         self.embedder = embedder
-        self.inputs = inputs  # kept for an fp32 recomputation
+        self.inputs = inputs if embedder.precision in _AUTOCAST else None  # kept for an fp32 recomputation
         if embedder.cuda:
             self.host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
             self.host.copy_(vectors, non_blocking=True)
