@@ -103,7 +103,7 @@ def test_top_k_with_ties_everywhere_and_bad_k():
         search.top_k(q, r, 0, device="cpu", progress=False)
 
 
-@pytest.mark.parametrize("budget", [3_000, None])
+@pytest.mark.parametrize("budget", [50_000, None])
 def test_deferred_rescans_as_on_cuda_equal_brute_force(data, budget, monkeypatch):
     """CUDA scans the flagged rows once per block of queries, not per tile: the same results on CPU."""
     from faceaudit.search import exact
@@ -119,6 +119,30 @@ def test_deferred_rescans_as_on_cuda_equal_brute_force(data, budget, monkeypatch
     scores, idx = brute_best(ties, ties[::-1])
     np.testing.assert_array_equal(found.indices, idx)
     np.testing.assert_array_equal(found.scores, scores)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_paths_stay_exact_run_on_the_cpu(data, precision, monkeypatch):
+    """The fp16/bf16 candidate selection (refused on CPU to users: it is slow there) run on the CPU,
+    deferred as on CUDA: the error bound still finds every winner."""
+    from faceaudit.search import engine, exact
+
+    monkeypatch.setattr(engine, "_resolve_precision", lambda name, device: search.PRECISIONS[name])
+    monkeypatch.setitem(exact.DEFER_RESCAN, "cpu", True)
+    q, r = data
+    for budget in (50_000, None):
+        found = search.best_match(q, r, device="cpu", precision=precision, memory_budget_bytes=budget,
+                                  progress=False)
+        scores, idx = brute_best(q, r)
+        np.testing.assert_array_equal(found.indices, idx)
+        np.testing.assert_array_equal(found.scores, scores)
+        for positive_only in (False, True):
+            top = search.top_pairs(q, r, 60, positive_only=positive_only, device="cpu", precision=precision,
+                                   memory_budget_bytes=budget, progress=False)
+            s, qi, ri = brute_top(q, r, 60, positive_only)
+            np.testing.assert_array_equal(top.scores, s)
+            np.testing.assert_array_equal(top.query_indices, qi)
+            np.testing.assert_array_equal(top.reference_indices, ri)
 
 
 def test_tensors_are_searched_in_place_with_the_same_results(data):

@@ -198,9 +198,14 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
         if positive_only:
             floor = max(floor, 0.0)
         rows = torch.nonzero(row_max >= floor - err).squeeze(1)
+        rows = rows[torch.argsort(row_max[rows], descending=True, stable=True)]  # likeliest first
         width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))  # few rows: wide tiles
         for start in range(0, len(rows), eng.bq):
             qi = rows[start:start + eng.bq]
+            if len(state[0]) == k:  # no pair of a row whose fast maximum is below the k-th best - err can enter
+                qi = qi[row_max[qi] >= state[0][-1] - err]
+                if not len(qi):
+                    break
             for r0 in range(0, eng.m, width):
                 r1 = min(r0 + width, eng.m)
                 tile = eng.q[qi] @ eng.r[r0:r1].T
