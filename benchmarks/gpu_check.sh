@@ -4,7 +4,7 @@
 #   benchmarks/gpu_check.sh [LOG_DIR]          # default LOG_DIR: gpu_check_logs/ (git-ignored)
 #   benchmarks/gpu_check.sh --rehearse [DIR]   # every step on the CPU at small sizes: checks the script only
 #
-# Steps, each with its own time limit (together under 8 minutes; about 6 on one H200):
+# Steps, each with its own time limit; the limits add up to 7 min 55 s (not yet run on a GPU):
 #   env.log                 GPU, torch, packages
 #   tests.log               the tests with CUDA variants: tests/test_embed.py, test_embed_precision.py,
 #                           test_search.py (CUDA fp32 = the CPU's numbers; each precision on real faces)
@@ -114,12 +114,12 @@ EOF
 }
 
 export -f environment torchrun_smoke
-step env 30 environment
-step tests 110 "$PY" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
-step bench_embed 140 "$PY" benchmarks/bench_embed.py --device "$DEVICE" "${EMBED_SIZE[@]}" \
+step env 15 environment
+step tests 150 "$PY" -m pytest -q -rs -p no:cacheprovider "${TESTS[@]}"
+step bench_embed 130 "$PY" benchmarks/bench_embed.py --device "$DEVICE" "${EMBED_SIZE[@]}" \
     --faces "$FACES" --json "$LOG/bench_embed.json"
-step bench_search_50k 50 "$PY" benchmarks/bench_search.py --device "$DEVICE" "${SEARCH_50K[@]}" --loop-queries 20
-step bench_search_490k 110 "$PY" benchmarks/bench_search.py --device "$DEVICE" "${SEARCH_490K[@]}" --loop-queries 0
+step bench_search_50k 40 "$PY" benchmarks/bench_search.py --device "$DEVICE" "${SEARCH_50K[@]}" --loop-queries 20
+step bench_search_490k 90 "$PY" benchmarks/bench_search.py --device "$DEVICE" "${SEARCH_490K[@]}" --loop-queries 0
 step torchrun 50 torchrun_smoke
 
 {
