@@ -89,7 +89,7 @@ def test_precision_is_recorded_and_checked_on_resume(tmp_path, folder):
 
 def test_embedder_recomputes_only_non_finite_batches_in_fp32(tmp_path):
     spec = get_spec(ARCH)
-    batch = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8))
+    batch = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8))
     for overflow in (False, True):
         model = create_model(ARCH)
         model.load_state_dict(torch.load(model_file(tmp_path / "m.pth", overflow=overflow), weights_only=True))
