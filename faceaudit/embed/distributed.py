@@ -102,6 +102,9 @@ def refuse_unmerged_parts(files: OutputFiles) -> None:
     path = manifest_path(files)
     if path.is_file():
         manifest = _read_manifest(path)
+        if manifest.get("merged"):  # the parts are in the output already; only the cleaning up was cut short
+            remove_parts(files)
+            return
         raise FaceauditError(f"{files.output} has the parts of an unfinished run of {manifest.get('world')} "
                              f"processes: resume it with torchrun --nproc-per-node {manifest.get('world')} and "
                              f"--batch-size {manifest.get('batch_size')}, or use --overwrite")
