@@ -66,6 +66,12 @@ def test_lower_precisions_need_cuda_and_are_checked_first(tmp_path, folder, caps
     assert not out.exists()
 
 
+def test_onnx_models_run_in_their_own_precision(tmp_path, folder, cpu_runs_fp16):
+    with pytest.raises(FaceauditError, match="--precision bf16 is for PyTorch models; --arch onnx runs in onnxruntime"):
+        embed_dataset(folder, tmp_path / "o.jsonl", arch="onnx", weights=tmp_path / "none.onnx", precision="bf16",
+                      **{k: v for k, v in FAST.items() if k != "arch"})
+
+
 def test_precision_is_recorded_and_checked_on_resume(tmp_path, folder):
     weights = model_file(tmp_path / "m.pth")
     out = tmp_path / "o.jsonl"

@@ -56,6 +56,8 @@ def _settings(arch: str, info: dict, spec, flip_tta: bool, align: str | None, de
     preprocessing = spec.preprocessing() if hasattr(spec, "preprocessing") else {}
     preprocessing = dict(preprocessing, resize="PIL bilinear (torchvision Resize), untouched at input size",
                          formula="(pixel * scale - mean) / std, CHW")
+    if info.get("preprocessing_flags"):  # --arch onnx: what the flags changed from the graph's values
+        preprocessing["flags"] = info["preprocessing_flags"]
     return {
         "arch": spec.name if hasattr(spec, "name") else arch,
         "weights_sha256": info.get("sha256"),
@@ -79,11 +81,15 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
                   align: str | None = None, models_dir: str | os.PathLike = "Models",
                   decimals: int | None | str = "auto", overwrite: bool = False, limit: int | None = None,
                   threads: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
-                  weights_option: str = "--weights", precision: str = "fp32") -> dict:
+                  weights_option: str = "--weights", precision: str = "fp32",
+                  preprocessing: dict | None = None) -> dict:
     """Embed every image of ``source_path`` (folder, .zip, .tar[.gz]) into ``output_path``.
 
     ``precision``: ``fp32`` (default: IEEE float32 with TF32 off, the CPU's numbers on every
     device), or on CUDA ``tf32``, ``bf16``, ``fp16`` for speed (see :mod:`.embedder`).
+    ``preprocessing``: for ``arch="onnx"``, what replaces the input size, channel order,
+    mean and std read from the graph (keys ``input_size``, ``channel_order``, ``mean``,
+    ``std``); recorded in the metadata and checked on resume.
     ``batch_size``: default :func:`default_batch_size`. ``threads``: CPU inference threads
     (default :func:`~faceaudit.embed.default_threads`).
     ``decimals``: rounding of the written values; ``"auto"`` means 5 (the
@@ -120,6 +126,9 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
     torch_device = resolve_device(device) if ranks is None else distributed.rank_device(device, ranks)
     precision = checks.embed_precision(precision, torch_device.type)
     spec = models.get_spec(arch)
+    if precision != "fp32" and spec.name == "onnx":
+        raise FaceauditError(f"--precision {precision} is for PyTorch models; --arch onnx runs in onnxruntime, "
+                             "in the graph's own precision (use fp32)")
     source = open_source(source_path)
     align = None if align in (None, "", "none") else str(align).lower()
     aligner = None
@@ -128,7 +137,9 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
         aligner = create_aligner(align, Path(models_dir))
 
     started = time.perf_counter()
-    model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option)
+    model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option,
+                                    preprocessing=preprocessing)
+    spec = spec.with_preprocessing(info)  # --arch onnx: read from its file
     job = Job(files=files, source=source, source_path=source_path, spec=spec, model=model, info=info,
               settings=_settings(arch, info, spec, flip_tta, align, decimals, precision), aligner=aligner,
               device=torch_device, batch_size=batch_size or default_batch_size(torch_device), workers=workers,
