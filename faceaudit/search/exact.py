@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from faceaudit.errors import FaceauditError
-from faceaudit.search.engine import Engine
+from faceaudit.search.engine import Engine, strict_matmul
 
 
 @dataclass
@@ -59,48 +59,102 @@ class TopPairs:
 
 # ---------------------------------------------------------------- best match
 
+def _take_better(best, best_idx, rows, scores, ri) -> None:
+    """Merge one exact candidate per row of ``rows`` (a slice or index tensor) into the running
+    best: the higher score wins, then the lower reference index."""
+    cur, cur_idx = best[rows], best_idx[rows]
+    better = (scores > cur) | ((scores == cur) & (ri < cur_idx))
+    best[rows] = torch.where(better, scores, cur)
+    best_idx[rows] = torch.where(better, ri, cur_idx)
+
+
+def _absorb(best, best_idx, qi, local, ri, scores) -> None:
+    """Merge exact candidates (query ``qi[local]``, reference ``ri``, ``scores``) into the running best."""
+    big = torch.iinfo(torch.long).max
+    top = torch.full((len(qi),), -math.inf, dtype=torch.float32, device=scores.device)
+    top.scatter_reduce_(0, local, scores, reduce="amax")
+    at_top = scores == top[local]
+    low = torch.full((len(qi),), big, dtype=torch.long, device=scores.device)
+    low.scatter_reduce_(0, local[at_top], ri[at_top], reduce="amin")
+    has = low != big
+    _take_better(best, best_idx, qi[has], top[has], low[has])
+
+
+def _rescan_flagged(eng: Engine, best, best_idx, q0: int, flags) -> None:
+    """Scan the (rows, reference block) tiles flagged in the first pass, with the final best scores
+    as thresholds: every entry that can beat or tie them is re-scored exactly."""
+    rows, blocks = torch.nonzero(flags, as_tuple=True)  # the one host synchronisation of a query block
+    if not len(rows):
+        return
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
+    for block in torch.unique(blocks).tolist():
+        r0, r1 = block * eng.br, min((block + 1) * eng.br, eng.m)
+        flagged = rows[blocks == block] + q0
+        for start in range(0, len(flagged), eng.bq):
+            qi = flagged[start:start + eng.bq]
+            tile = eng.q[qi] @ eng.r[r0:r1].T
+            for local, cols in eng.scan_rows(tile, None, best[qi] - eng.err, max_pairs):
+                _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
+            del tile
+
+
+#: where flagged rows are scanned after the whole block of queries (a GPU: no host synchronisation
+#: per tile) rather than at once, in the tile still in memory (a CPU, where waiting costs nothing)
+DEFER_RESCAN = {"cuda": True, "cpu": False}
+
+
+def _best_deferred(eng: Engine, best, best_idx, start: int, stop: int) -> None:
+    """Queries start:stop, the GPU way: each row's fast maximum in a tile is re-scored exactly and
+    merged, and the row is flagged when another entry of the tile comes within the error bound of
+    the best exact score so far (usually none does); the flagged rows are scanned once per block of
+    queries for every entry that can beat or tie the best, so the pass never waits for the GPU."""
+    dev, n_blocks = eng.device, math.ceil(eng.m / eng.br)
+    flags = None
+    for q0, q1, r0, r1 in eng.blocks(start, stop):
+        if r0 == 0:
+            flags = torch.zeros((q1 - q0, n_blocks), dtype=torch.bool, device=dev)
+        tile = eng.tile(q0, q1, r0, r1)
+        fast_arg = tile.argmax(dim=1)
+        ri = fast_arg + r0
+        qi = torch.arange(q0, q1, device=dev)
+        _take_better(best, best_idx, slice(q0, q1), eng.exact(qi, ri), ri)
+        tile.scatter_(1, fast_arg[:, None], -math.inf)  # the runner-up decides whether to look again
+        flags[:, r0 // eng.br] = tile.amax(dim=1).float() >= best[q0:q1] - eng.err
+        if r1 == eng.m:
+            _rescan_flagged(eng, best, best_idx, q0, flags)
+
+
+def _best_at_once(eng: Engine, best, best_idx, start: int, stop: int) -> None:
+    """Queries start:stop, the CPU way: one pass over each tile (its row maxima); a row can beat or
+    tie its winner only if its maximum is within the bound, and then only its entries within twice
+    the bound of that maximum can. After the first tiles that is rare, and only those rows are
+    scanned, in the tile still in memory (usually finding just their maximum)."""
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
+    for q0, q1, r0, r1 in eng.blocks(start, stop):
+        tile = eng.tile(q0, q1, r0, r1)
+        row_max = tile.amax(dim=1).float()
+        live = row_max >= best[q0:q1] - eng.err
+        if not bool(live.any()):
+            continue
+        thr = torch.maximum(best[q0:q1] - eng.err, row_max - 2 * eng.err)
+        rows = None if bool(live.all()) else torch.nonzero(live).squeeze(1)
+        qi = torch.arange(q0, q1, device=eng.device)
+        for local, cols in eng.scan_rows(tile, rows, thr, max_pairs):
+            _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
+
+
 def best_match(queries, references, *, device: str | torch.device = "auto", precision: str = "fp32",
                memory_budget_bytes: int | None = None, progress: bool = True,
                desc: str = "best match") -> BestMatches:
-    """The exact highest score of each query over all references and its index (lowest index on ties)."""
+    """The exact highest score of each query over all references and its index (lowest index on ties).
+
+    ``queries``, ``references``: numpy arrays, or torch tensors (already on the device: no copy).
+    """
     eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
-    best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
-    err = eng.err
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
-    big = torch.iinfo(torch.long).max
-
-    def absorb(q0, q1, r0, rows, cols):
-        """Re-score candidate pairs exactly and merge: higher score wins, then lower reference index."""
-        ri = cols + r0
-        scores = eng.exact(rows + q0, ri)
-        top = torch.full((q1 - q0,), -math.inf, dtype=torch.float32, device=dev)
-        top.scatter_reduce_(0, rows, scores, reduce="amax")
-        at_top = scores == top[rows]
-        low = torch.full((q1 - q0,), big, dtype=torch.long, device=dev)
-        low.scatter_reduce_(0, rows[at_top], ri[at_top], reduce="amin")
-        cur, cur_idx = best[q0:q1], best_idx[q0:q1]
-        better = (low != big) & ((top > cur) | ((top == cur) & (low < cur_idx)))
-        best[q0:q1] = torch.where(better, top, cur)
-        best_idx[q0:q1] = torch.where(better, low, cur_idx)
-
-    def scan(start, stop):
-        for q0, q1, r0, r1 in eng.blocks(start, stop):
-            tile = eng.tile(q0, q1, r0, r1)
-            # one pass over the tile: a row can beat (or tie) its winner only if its maximum is within the bound,
-            # and only its entries within twice the bound of that maximum can; after the first tiles that is
-            # rare, and only those rows are scanned (usually finding just their maximum)
-            row_max = tile.amax(dim=1).float()
-            live = row_max >= best[q0:q1] - err
-            if not bool(live.any()):
-                continue
-            thr = torch.maximum(best[q0:q1] - err, row_max - 2 * err)
-            rows = None if bool(live.all()) else torch.nonzero(live).squeeze(1)
-            for cand_rows, cols in eng.scan_rows(tile, rows, thr, max_pairs):
-                absorb(q0, q1, r0, cand_rows, cols)
-
-    eng.run(scan)
+    best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=eng.device)
+    best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=eng.device)
+    scan = _best_deferred if DEFER_RESCAN.get(eng.device.type, True) else _best_at_once
+    eng.run(lambda start, stop: scan(eng, best, best_idx, start, stop))
     return BestMatches(best.cpu().numpy(), best_idx.cpu().numpy())
 
 
@@ -124,41 +178,55 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
     """The ``k`` highest-scoring (query, reference) pairs, exact, best first.
 
     With ``positive_only`` only pairs with a score > 0 count (fewer than ``k`` may remain),
-    as in the paper's ``find_closest.py``.
+    as in the paper's ``find_closest.py``. Two passes: the fast maximum of every query's row
+    (a matmul and a max per tile, nothing else, no host synchronisation; split between the
+    workers on CPU); then, as the ``k`` rows with the largest maxima hold ``k`` pairs scoring at
+    least the k-th of them (less the error bound), only the few rows that can reach that are
+    searched again, for every pair that can, and those pairs are re-scored exactly.
     """
     if int(k) <= 0:
         raise FaceauditError(f"top-K: K must be > 0, got {k}")
     k = int(k)
     eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    err = eng.err
+    dev, err = eng.device, eng.err
+    row_max = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
     empty_f = torch.empty(0, dtype=torch.float32, device=dev)
     empty_l = torch.empty(0, dtype=torch.long, device=dev)
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
-    floor = -math.inf if not positive_only else -err
-
-    def scan(start, stop):  # each worker keeps its own top k; they are merged below
-        state = (empty_f, empty_l, empty_l)
-        for q0, q1, r0, r1 in eng.blocks(start, stop):
-            tile = eng.tile(q0, q1, r0, r1)
-            row_max = tile.amax(dim=1).float()
-            kth = state[0][-1].item() if len(state[0]) == k else -math.inf
-            bound = max(kth - err, floor)
-            if row_max.numel() >= k:  # k entries of this tile are >= the k-th row maximum
-                bound = max(bound, torch.topk(row_max, k).values[-1].item() - 2 * err)
-            thr = torch.full_like(row_max, bound)
-            for rows, cols in eng.scan_rows(tile, torch.nonzero(row_max >= thr).squeeze(1), thr, max_pairs):
-                qi, ri = rows + q0, cols + r0
-                scores = eng.exact(qi, ri)
-                if positive_only:
-                    keep = scores > 0
-                    scores, qi, ri = scores[keep], qi[keep], ri[keep]
-                state = _merge_top(state, scores, qi, ri, k)
-        return state
-
     state = (empty_f, empty_l, empty_l)
-    for found in eng.run(scan):
-        state = _merge_top(state, *found, k)
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
+
+    def first_pass(start, stop):
+        for q0, q1, r0, r1 in eng.blocks(start, stop):
+            row_max[q0:q1] = torch.maximum(row_max[q0:q1], eng.tile(q0, q1, r0, r1).amax(dim=1).float())
+
+    eng.run(first_pass)
+    with torch.inference_mode(), strict_matmul():
+        # every pair of the top K scores at least `floor` (exactly), so at least `floor - err` (fast)
+        floor = float(torch.topk(row_max, k).values[-1]) - err if eng.n >= k else -math.inf
+        if positive_only:
+            floor = max(floor, 0.0)
+        rows = torch.nonzero(row_max >= floor - err).squeeze(1)
+        rows = rows[torch.argsort(row_max[rows], descending=True, stable=True)]  # likeliest first
+        width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))  # few rows: wide tiles
+        for start in range(0, len(rows), eng.bq):
+            qi = rows[start:start + eng.bq]
+            if len(state[0]) == k:  # no pair of a row whose fast maximum is below the k-th best - err can enter
+                qi = qi[row_max[qi] >= state[0][-1] - err]
+                if not len(qi):
+                    break
+            for r0 in range(0, eng.m, width):
+                r1 = min(r0 + width, eng.m)
+                tile = eng.q[qi] @ eng.r[r0:r1].T
+                kth = state[0][-1].item() if len(state[0]) == k else -math.inf
+                thr = torch.full((len(qi),), max(floor, kth) - err, dtype=torch.float32, device=dev)
+                for local, cols in eng.scan_rows(tile, None, thr, max_pairs):
+                    q_idx, r_idx = qi[local], cols + r0
+                    scores = eng.exact(q_idx, r_idx)
+                    if positive_only:
+                        keep = scores > 0
+                        scores, q_idx, r_idx = scores[keep], q_idx[keep], r_idx[keep]
+                    state = _merge_top(state, scores, q_idx, r_idx, k)
+                del tile
     s, q, r = state
     return TopPairs(s.cpu().numpy(), q.cpu().numpy(), r.cpu().numpy())
 
