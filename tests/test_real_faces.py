@@ -16,6 +16,8 @@ from conftest import real_model, shared_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+EMBEDDED: dict[str, Path] = {}  # alignment -> the embedding file the fixture wrote
+
 
 
 
@@ -46,6 +48,7 @@ def orl_metrics(tmp_path_factory):
                                 models_dir=yunet.parent, progress=False, decimals=None, log=lambda m: None)
         assert summary["complete"] and summary["embedded"] == 400 and summary["errors"] == 0, summary
         results[align] = exhaustive_metrics(path)
+        EMBEDDED[align] = path
     print("\nORL x SFace, exhaustive:", {k: {m: round(v[m], 5) for m in ("eer", "gmean", "imean", "decidability")}
                                         for k, v in results.items()})
     return results
@@ -65,3 +68,41 @@ def test_unaligned_orl_still_works_but_alignment_helps(orl_metrics):
     assert raw["gmean"] > raw["imean"] + 0.3, raw
     assert aligned["eer"] <= raw["eer"]
     assert aligned["gmean"] > raw["gmean"]
+
+
+def test_aligned_orl_clusters_by_identity(orl_metrics, tmp_path):
+    """At SFace's default threshold (from the file's metadata) Chinese Whispers finds ORL's 40 people;
+    connected components of the same graph merge some of them through single false links."""
+    from faceaudit.stages import cluster
+
+    common = dict(out_dir=tmp_path, figures=False, device="cpu", progress=False)
+    whispers = cluster.run(EMBEDDED["yunet"], **common)
+    components = cluster.run(EMBEDDED["yunet"], graph_algorithm="components", **common)
+    assert whispers["threshold_source"].startswith("sface's default") and whispers["settings"]["converged"]
+    w, c = whispers["scores"], components["scores"]
+    assert w["clusters"] == 40 and w["nmi"] >= 0.99 and w["bcubed_f1"] >= 0.99, w
+    assert c["pairwise_recall"] == 1.0 and c["pairwise_precision"] < w["pairwise_precision"], c
+
+
+def test_clustering_finds_planted_collapse_and_drift_in_real_faces(orl_metrics, tmp_path):
+    """ORL relabelled: s1's faces filed under s2 (one label, two people) and s3's last five under s3b
+    (two labels, one person). The findings name exactly these."""
+    import csv
+
+    import numpy as np
+
+    from faceaudit.io.embeddings import load_embeddings
+    from faceaudit.stages import cluster
+
+    eset = load_embeddings(EMBEDDED["yunet"])
+    ids = eset.identities.astype(object)
+    ids[ids == "s1"] = "s2"
+    ids[(ids == "s3") & np.isin(eset.image_names, [f"{i}.pgm" for i in range(6, 11)])] = "s3b"
+    eset.identities = ids.astype(str)
+    report = cluster.run(eset, out_dir=tmp_path, figures=False, device="cpu", progress=False, stem="planted")
+    with open(report["paths"]["merged_identities"]) as handle:
+        merged = [(row["identity_a"], row["identity_b"], float(row["merged_share"])) for row in csv.DictReader(handle)]
+    with open(report["paths"]["split_identities"]) as handle:
+        split = [(row["identity"], int(row["clusters"]), float(row["largest_cluster_share"]))
+                 for row in csv.DictReader(handle)]
+    assert merged == [("s3", "s3b", 1.0)] and split == [("s2", 2, 0.5)]

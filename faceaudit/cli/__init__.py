@@ -10,11 +10,11 @@ import argparse
 from typing import Sequence
 
 from faceaudit.version import __version__
-from faceaudit.cli import demo, embed, leakage, models, paper, train, variability, verification
+from faceaudit.cli import cluster, demo, embed, leakage, models, paper, train, variability, verification
 from faceaudit.cli.common import cosine_type, non_negative_int, positive_int, run_guarded, seed_type
 from faceaudit.cli.paper_scripts import casia_script_parser, run_pair_script
 
-COMMAND_GROUPS = (embed, variability, verification, leakage, paper, train, models, demo)
+COMMAND_GROUPS = (embed, variability, verification, leakage, paper, cluster, train, models, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
