@@ -14,7 +14,6 @@ from torch import nn
 from faceaudit.cli import main
 from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.models import ModelSpec, load_model, register
-from faceaudit.stages import export as export_stage
 from faceaudit.stages import train as train_stage
 from faceaudit.train.loop import Trainer
 
@@ -173,7 +172,9 @@ def test_fine_tuning_starts_from_the_init_weights(faces, finished, tmp_path):
 
 def test_export_writes_fp16_and_int8_and_measures_them_on_the_same_pairs(finished):
     run_dir, summary = finished
-    rows = export_stage.run(run_dir, calibration=16, batch_size=8, seconds=0.05, threads=1, echo=lambda _: None)
+    assert main(["export", str(run_dir), "--calibration", "16", "--batch-size", "8", "--seconds", "0.05",
+                 "--threads", "1"]) == 0
+    rows = json.loads((run_dir / "export" / "export.json").read_text())["rows"]
     assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8"]
     assert rows[0]["eer"] == summary["last_epoch"]["val_eer"]  # the training's last evaluation, recomputed
     assert rows[0]["accuracy"] == summary["last_epoch"]["val_accuracy"]
@@ -192,3 +193,6 @@ def test_export_writes_fp16_and_int8_and_measures_them_on_the_same_pairs(finishe
     assert rows[2]["cosine_to_fp32_mean"] > 0.5 and rows[1]["cosine_to_fp32_min"] > 0.999
     with open(run_dir / "export" / "export.csv") as handle:
         assert [r["precision"] for r in csv.DictReader(handle)] == ["fp32", "fp16", "int8"]
+    with pytest.raises(FaceauditError, match="no settings.json"):
+        from faceaudit.stages.export import run as export
+        export(run_dir / "export")

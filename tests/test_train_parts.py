@@ -144,3 +144,14 @@ def test_the_notebooks_schedule():
     assert all(a > b for a, b in zip(rates[9:15], rates[10:15]))
     assert rates[12] == pytest.approx(1e-3 + 0.099 * (1 + math.cos(math.pi * 3 / 5)) / 2)
     assert learning_rate(12, 0.1, 1e-3, "constant") == 0.1
+
+
+def test_val_identities_take_a_count_or_a_fraction():
+    import argparse
+
+    from faceaudit.cli.train import _val_identities
+
+    assert _val_identities("10") == 10 and _val_identities("0.25") == 0.25 and _val_identities("0") == 0
+    for bad in ("1.5", "-0.2", "-3", "ten"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _val_identities(bad)

@@ -13,10 +13,10 @@ def _val_identities(text: str) -> int | float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count or a fraction") from None
-    if value.is_integer() and "." not in text:
+    if value.is_integer() and "." not in text and value >= 0:
         return int(value)
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1), got {text}")
+        raise argparse.ArgumentTypeError(f"a count >= 0 or a fraction in (0, 1), got {text}")
     return value
 
 

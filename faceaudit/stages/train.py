@@ -77,6 +77,8 @@ def check_settings(s: dict) -> None:
     if s["pairs_per_epoch"] is not None and (s["loss"] != "contrastive" or s["pairs_per_epoch"] <= 0):
         raise FaceauditError("--pairs-per-epoch is a positive number of positive pairs, for --loss contrastive only")
     validation_count(s["val_identities"], 1 << 30)
+    if s["workers"] is not None and s["workers"] < 0:
+        raise FaceauditError(f"--workers must be >= 0, got {s['workers']}")
     spec = models.get_spec(s["arch"])
     if spec.weights_loader not in TRAINABLE_LOADERS:
         raise FaceauditError(f"--arch {spec.name} cannot be trained: it is loaded whole from its file")
