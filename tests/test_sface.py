@@ -10,32 +10,10 @@ import torch
 
 from faceaudit.errors import FaceauditError
 
-from conftest import real_model  # noqa: E402
+from conftest import cosine, orl_faces, real_model  # noqa: E402
 from faceaudit.models import get_spec, load_model
 from faceaudit.models.onnx_weights import load_onnx_weights, onnxruntime_session
 from faceaudit.models.sface import SFace
-
-
-
-
-
-
-
-def orl_faces(shared_data, subjects=range(1, 41), shots=(1, 2), size=112) -> np.ndarray:
-    """ORL faces (92x112 grey) as RGB uint8 resized to size x size: (N, size, size, 3)."""
-    from PIL import Image
-
-    root = shared_data("orl")
-    images = []
-    for s in subjects:
-        for k in shots:
-            grey = Image.open(root / f"s{s}" / f"{k}.pgm").convert("RGB")
-            images.append(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR)))
-    return np.stack(images)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 # ---------------------------------------------------------------- no weights needed
@@ -141,9 +119,9 @@ def sface_model(sface_path):
     return model, info
 
 
-def test_matches_onnxruntime_on_orl_faces(sface_path, sface_model, shared_data):
+def test_matches_onnxruntime_on_orl_faces(sface_path, sface_model):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference for this test")
-    faces = orl_faces(shared_data)                                    # 80 faces, 40 people
+    faces = orl_faces()                                               # 80 faces, 40 people
     x = faces.transpose(0, 3, 1, 2).astype(np.float32)                # RGB 0..255, NCHW
     model, info = sface_model
     assert info["embedding_dim"] == 128 and info["channel_order"] == "RGB"
@@ -178,8 +156,8 @@ def test_an_onnx_file_with_foreign_initializers_is_refused(sface_path, tmp_path)
         load_model("sface", tmp_path / "other.onnx", "cpu")
 
 
-def test_batch_independence(sface_model, shared_data):
-    faces = orl_faces(shared_data, subjects=range(1, 6), shots=(1,))
+def test_batch_independence(sface_model):
+    faces = orl_faces(subjects=range(1, 6), shots=(1,))
     x = torch.from_numpy(faces.transpose(0, 3, 1, 2).astype(np.float32))
     model, _ = sface_model
     with torch.no_grad():
@@ -189,8 +167,8 @@ def test_batch_independence(sface_model, shared_data):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-def test_cuda_matches_cpu(sface_path, sface_model, shared_data):
-    faces = orl_faces(shared_data, subjects=range(1, 11), shots=(1,))
+def test_cuda_matches_cpu(sface_path, sface_model):
+    faces = orl_faces(subjects=range(1, 11), shots=(1,))
     x = torch.from_numpy(faces.transpose(0, 3, 1, 2).astype(np.float32))
     cpu_model, _ = sface_model
     cuda_model, info = load_model("sface", sface_path, "cuda")

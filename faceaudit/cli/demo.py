@@ -5,7 +5,8 @@ from pathlib import Path
 
 
 def add(sub) -> None:
-    p = sub.add_parser("demo", help="the whole pipeline on real faces with a real model (SFace, ORL/Olivetti)")
+    p = sub.add_parser("demo", help="the whole pipeline on real faces with a real model "
+                                    "(InsightFace's ArcFace MobileFaceNet on SCRFD-aligned ORL/Olivetti faces)")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of identity sub-folders (default: $DEMO_DATA, ../shared/data/orl, "

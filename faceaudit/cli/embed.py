@@ -21,6 +21,19 @@ def _decimals(text: str) -> int | None | str:
     return value
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(part) for part in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size HxW (e.g. 112x112) or N")
+    return size
+
+
 def add(sub) -> None:
     p = sub.add_parser(
         "embed", help="compute one embedding per image of a dataset folder or archive",
@@ -36,15 +49,27 @@ def add(sub) -> None:
                    "see `faceaudit models`)")
     p.add_argument("--weights", type=Path, default=None,
                    help="weights file (default: the architecture's file in Models/, e.g. "
-                        "Models/ArcFace_R100_MS1MV3.pth for iresnet100)")
+                        "Models/ArcFace_R100_MS1MV3.pth for iresnet100; required by --arch onnx and torchscript)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: 1 on CPU, up to 8 on CUDA; 0 decodes in-process)")
     p.add_argument("--flip-tta", action="store_true",
                    help="sum the embeddings of each image and its mirror image (InsightFace evaluation)")
-    p.add_argument("--align", choices=("none", "yunet"), default="none",
-                   help="detect and align faces first (yunet); images without a face are listed as errors")
+    p.add_argument("--align", choices=("none", "yunet", "scrfd"), default="none",
+                   help="detect the largest face and warp it to the ArcFace template first (yunet: OpenCV's YuNet; "
+                        "scrfd: InsightFace's SCRFD); images without a face are listed as errors")
+    onnx = p.add_argument_group("--arch onnx", "what the ONNX graph's own input size and normalisation are "
+                                               "replaced with (recorded in the output's metadata)")
+    onnx.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
+                      help="input height x width, e.g. 112x112 or 112 (default: the graph's, else 112x112)")
+    onnx.add_argument("--input-mean", type=float, default=None, metavar="M",
+                      help="the network sees (pixel - M) / S for pixels 0..255 (default: 127.5, or 0 when the graph "
+                           "starts with its own Sub and Mul)")
+    onnx.add_argument("--input-std", type=float, default=None, metavar="S",
+                      help="see --input-mean (default: 127.5, or 1 when the graph normalises itself)")
+    onnx.add_argument("--channel-order", choices=("RGB", "BGR"), default=None,
+                      help="channel order the network expects (default: RGB, as InsightFace; AdaFace wants BGR)")
     p.add_argument("--models-dir", type=Path, default=Path("Models"),
                    help="where the aligner's model files are (default: %(default)s)")
     p.add_argument("--decimals", type=_decimals, default="auto",
@@ -66,6 +91,8 @@ def _run_embed(args) -> int:
         batch_size=args.batch_size, workers=args.workers, flip_tta=args.flip_tta,
         align=None if args.align == "none" else args.align, models_dir=args.models_dir,
         decimals=args.decimals, overwrite=args.overwrite, limit=args.limit, threads=args.threads,
-        progress=not args.no_progress)
+        progress=not args.no_progress,
+        preprocessing={"input_size": args.input_size, "mean": args.input_mean, "std": args.input_std,
+                       "channel_order": args.channel_order})
     print(format_summary(summary))
     return 0

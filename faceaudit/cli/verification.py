@@ -26,7 +26,7 @@ def add(sub) -> None:
     p.add_argument("--arch", default="sface", help="architecture (default: %(default)s, fetched with "
                    "`faceaudit models fetch sface`; see `faceaudit models list`)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the architecture's in Models/)")
-    p.add_argument("--align", choices=("none", "yunet"), default="yunet",
+    p.add_argument("--align", choices=("none", "yunet", "scrfd"), default="yunet",
                    help="detect and align the face first (default: %(default)s; 'none' for already aligned crops)")
     p.add_argument("--threshold", type=cosine_type, default=None,
                    help="decision threshold on the cosine score (default: the model's documented threshold)")

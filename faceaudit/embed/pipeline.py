@@ -61,6 +61,8 @@ def _settings(arch: str, info: dict, spec, flip_tta: bool, align: str | None, de
     preprocessing = spec.preprocessing() if hasattr(spec, "preprocessing") else {}
     preprocessing = dict(preprocessing, resize="PIL bilinear (torchvision Resize), untouched at input size",
                          formula="(pixel * scale - mean) / std, CHW")
+    if info.get("preprocessing_flags"):  # --arch onnx: what the flags changed from the graph's values
+        preprocessing["flags"] = info["preprocessing_flags"]
     return {
         "arch": spec.name if hasattr(spec, "name") else arch,
         "weights_sha256": info.get("sha256"),
@@ -83,8 +85,12 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
                   align: str | None = None, models_dir: str | os.PathLike = "Models",
                   decimals: int | None | str = "auto", overwrite: bool = False, limit: int | None = None,
                   threads: int | None = None, progress: bool = True, log: Callable[[str], None] | None = None,
-                  weights_option: str = "--weights") -> dict:
+                  weights_option: str = "--weights", preprocessing: dict | None = None) -> dict:
     """Embed every image of ``source_path`` (folder, .zip, .tar[.gz]) into ``output_path``.
+
+    ``preprocessing``: for ``arch="onnx"``, what replaces the input size, channel order,
+    mean and std read from the graph (keys ``input_size``, ``channel_order``, ``mean``,
+    ``std``); recorded in the metadata and checked on resume.
 
     ``threads``: CPU inference threads (default :func:`default_threads`).
     ``decimals``: rounding of the written values; ``"auto"`` means 5 (the
@@ -125,7 +131,9 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
         aligner = create_aligner(align, Path(models_dir))
 
     started = time.perf_counter()
-    model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option)
+    model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option,
+                                    preprocessing=preprocessing)
+    spec = spec.with_preprocessing(info)  # --arch onnx: read from its file
     settings = _settings(arch, info, spec, flip_tta, align, decimals)
 
     files.output.parent.mkdir(parents=True, exist_ok=True)

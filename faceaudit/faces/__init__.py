@@ -12,34 +12,46 @@ import os
 from pathlib import Path
 
 from faceaudit.errors import FaceauditError
+from faceaudit.faces.detector import FaceAligner
 from faceaudit.faces.geometry import ARCFACE_TEMPLATE, align_face, nms, umeyama, warp_affine
+from faceaudit.faces.scrfd import SCRFD_FILE, SCRFDAligner, SCRFDDetector, decode_scrfd
 from faceaudit.faces.yunet import YUNET_FILE, YuNetAligner, YuNetDetector, decode_yunet
 
-ALIGNERS = ("yunet",)
+#: aligner name -> (its detector's file under the models folder, its class)
+ALIGNERS: dict[str, tuple[str, type[FaceAligner]]] = {
+    "yunet": (YUNET_FILE, YuNetAligner),
+    "scrfd": (SCRFD_FILE, SCRFDAligner),
+}
 
 
-def create_aligner(name: str, models_dir: str | os.PathLike = "Models") -> YuNetAligner | None:
-    """The aligner called ``name`` (``"yunet"``; ``"none"`` gives ``None``: images used as they are).
+def create_aligner(name: str, models_dir: str | os.PathLike = "Models") -> FaceAligner | None:
+    """The aligner called ``name`` (``"yunet"``, ``"scrfd"``; ``"none"`` gives ``None``: images used as
+    they are).
 
-    Fails early, with one line, when the detector file or onnxruntime is missing.
+    Fails early, with one line, when the detector file or onnxruntime is missing, or when the
+    file is not the detector.
     """
     key = (name or "none").strip().lower()
     if key == "none":
         return None
-    if key != "yunet":
+    if key not in ALIGNERS:
         raise FaceauditError(f"unknown aligner {name!r}; known: none, {', '.join(ALIGNERS)}")
-    path = Path(models_dir) / YUNET_FILE
+    filename, aligner_class = ALIGNERS[key]
+    path = Path(models_dir) / filename
     if not path.is_file():
-        raise FaceauditError(f"--align yunet needs {path}; get it with: faceaudit models fetch yunet"
+        raise FaceauditError(f"--align {key} needs {path}; get it with: faceaudit models fetch {key}"
                              f"{'' if Path(models_dir) == Path('Models') else f' --models-dir {models_dir}'}")
     try:
         import onnxruntime  # noqa: F401, PLC0415
     except ImportError:
         from faceaudit.models.onnx_weights import ORT_MISSING
 
-        raise FaceauditError(ORT_MISSING.format(what="--align yunet")) from None
-    return YuNetAligner(path)
+        raise FaceauditError(ORT_MISSING.format(what=f"--align {key}")) from None
+    aligner = aligner_class(path)
+    aligner.detector.check()
+    return aligner
 
 
-__all__ = ["ALIGNERS", "ARCFACE_TEMPLATE", "YUNET_FILE", "YuNetAligner", "YuNetDetector", "align_face",
-           "create_aligner", "decode_yunet", "nms", "umeyama", "warp_affine"]
+__all__ = ["ALIGNERS", "ARCFACE_TEMPLATE", "SCRFD_FILE", "SCRFDAligner", "SCRFDDetector", "YUNET_FILE",
+           "FaceAligner", "YuNetAligner", "YuNetDetector", "align_face", "create_aligner", "decode_scrfd",
+           "decode_yunet", "nms", "umeyama", "warp_affine"]

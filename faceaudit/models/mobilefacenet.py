@@ -10,6 +10,8 @@ Building blocks (every BatchNorm has eps=1e-5, every PReLU one slope per channel
 
 - ``ConvBN(act=True)``: ``layers`` = Sequential(conv, BatchNorm2d, PReLU)
 - ``ConvBN(act=False)``: ``layers`` = Sequential(conv, BatchNorm2d) (linear bottleneck)
+- ``ConvBN(folded=True)``: the BatchNorm folded into the conv: Sequential(conv with bias[, PReLU]),
+  as in exported inference graphs (``faceaudit.models.arcface_mbf`` builds its trunk so)
 - ``Bottleneck``: ``layers`` = 1x1 expand (PReLU) -> kxk depthwise (PReLU) -> 1x1 project
   (linear), with an identity shortcut when ``residual``
 - ``BottleneckStack``: ``layers`` = Sequential of residual bottlenecks
@@ -28,15 +30,18 @@ from faceaudit.models.registry import ModelSpec, register
 
 
 class ConvBN(nn.Module):
-    """Conv2d (no bias) + BatchNorm2d, followed by a per-channel PReLU when ``act``."""
+    """Conv2d (no bias) + BatchNorm2d, followed by a per-channel PReLU when ``act``.
+
+    ``folded``: the BatchNorm is folded into the conv, which then has a bias and no BatchNorm follows.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, padding: int = 0,
-                 groups: int = 1, act: bool = True):
+                 groups: int = 1, act: bool = True, folded: bool = False):
         super().__init__()
         parts: list[nn.Module] = [
-            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_ch),
-        ]
+            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups, bias=folded)]
+        if not folded:
+            parts.append(nn.BatchNorm2d(out_ch))
         if act:
             parts.append(nn.PReLU(out_ch))
         self.layers = nn.Sequential(*parts)
@@ -48,13 +53,14 @@ class ConvBN(nn.Module):
 class Bottleneck(nn.Module):
     """Inverted bottleneck: expand to ``hidden`` channels, depthwise conv, project to ``out_ch``."""
 
-    def __init__(self, in_ch: int, out_ch: int, hidden: int, stride: int = 1, residual: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, hidden: int, stride: int = 1, residual: bool = False,
+                 folded: bool = False):
         super().__init__()
         self.residual = residual
         self.layers = nn.Sequential(
-            ConvBN(in_ch, hidden, 1),
-            ConvBN(hidden, hidden, 3, stride=stride, padding=1, groups=hidden),
-            ConvBN(hidden, out_ch, 1, act=False),
+            ConvBN(in_ch, hidden, 1, folded=folded),
+            ConvBN(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, folded=folded),
+            ConvBN(hidden, out_ch, 1, act=False, folded=folded),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,9 +71,10 @@ class Bottleneck(nn.Module):
 class BottleneckStack(nn.Module):
     """``n`` residual stride-1 bottlenecks at constant width."""
 
-    def __init__(self, channels: int, n: int, hidden: int):
+    def __init__(self, channels: int, n: int, hidden: int, folded: bool = False):
         super().__init__()
-        self.layers = nn.Sequential(*[Bottleneck(channels, channels, hidden, residual=True) for _ in range(n)])
+        self.layers = nn.Sequential(*[Bottleneck(channels, channels, hidden, residual=True, folded=folded)
+                                      for _ in range(n)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -97,31 +104,34 @@ class MobileFaceNet(nn.Module):
         blocks: residual bottlenecks in the four stacks; with ``blocks[0] == 1``
             the second stem layer is a grouped 3x3 ConvBN (groups=64), as in "mbf".
         scale: width multiplier (stem has ``64 * scale`` channels).
+        folded: every BatchNorm2d of the trunk folded into its conv (see :class:`ConvBN`).
+        head: what turns the 512x7x7 map into the embedding (default: :class:`GDCHead`).
 
     arcface_torch's ``fp16`` flag (training autocast) changes no weights; AMP is the caller's.
     """
 
-    def __init__(self, num_features: int = 512, blocks: Sequence[int] = (1, 4, 6, 2), scale: int = 2):
+    def __init__(self, num_features: int = 512, blocks: Sequence[int] = (1, 4, 6, 2), scale: int = 2,
+                 folded: bool = False, head: nn.Module | None = None):
         super().__init__()
         if len(blocks) != 4:
             raise ValueError(f"MobileFaceNet needs four block counts, got {tuple(blocks)}")
         c1, c2 = 64 * scale, 128 * scale
         if blocks[0] == 1:
-            second: nn.Module = ConvBN(c1, c1, 3, padding=1, groups=64)
+            second: nn.Module = ConvBN(c1, c1, 3, padding=1, groups=64, folded=folded)
         else:
-            second = BottleneckStack(c1, blocks[0], hidden=128)
+            second = BottleneckStack(c1, blocks[0], hidden=128, folded=folded)
         self.layers = nn.ModuleList([
-            ConvBN(3, c1, 3, stride=2, padding=1),
+            ConvBN(3, c1, 3, stride=2, padding=1, folded=folded),
             second,
-            Bottleneck(c1, c1, hidden=128, stride=2),
-            BottleneckStack(c1, blocks[1], hidden=128),
-            Bottleneck(c1, c2, hidden=256, stride=2),
-            BottleneckStack(c2, blocks[2], hidden=256),
-            Bottleneck(c2, c2, hidden=512, stride=2),
-            BottleneckStack(c2, blocks[3], hidden=256),
+            Bottleneck(c1, c1, hidden=128, stride=2, folded=folded),
+            BottleneckStack(c1, blocks[1], hidden=128, folded=folded),
+            Bottleneck(c1, c2, hidden=256, stride=2, folded=folded),
+            BottleneckStack(c2, blocks[2], hidden=256, folded=folded),
+            Bottleneck(c2, c2, hidden=512, stride=2, folded=folded),
+            BottleneckStack(c2, blocks[3], hidden=256, folded=folded),
         ])
-        self.conv_sep = ConvBN(c2, 512, 1)
-        self.features = GDCHead(num_features)
+        self.conv_sep = ConvBN(c2, 512, 1, folded=folded)
+        self.features = head if head is not None else GDCHead(num_features)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -31,18 +31,28 @@ def import_onnx(what: str = "ONNX weight files"):
     return onnx
 
 
-def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
-    onnx = import_onnx()
-    from onnx import numpy_helper
-
+def read_onnx_model(path: str | os.PathLike, what: str = "ONNX weight files"):
+    """The ONNX ``ModelProto`` at ``path``; a missing or unreadable file is a one-line error naming it."""
+    onnx = import_onnx(what)
     path = Path(path)
     if not path.is_file():
-        raise FaceauditError(f"{path}: ONNX weight file not found")
+        raise FaceauditError(f"{path}: ONNX file not found")
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every initializer of the ONNX graph at ``path``, by name, as numpy arrays."""
+    model = read_onnx_model(path)
+    from onnx import numpy_helper
+
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
@@ -51,13 +61,22 @@ def default_name_map(model: torch.nn.Module) -> dict[str, str]:
     return {key: key.replace(".", "_") for key in model.state_dict() if not key.endswith("num_batches_tracked")}
 
 
+def _squeezed(shape) -> tuple[int, ...]:
+    """A shape without its trailing 1s: PReLU slopes stored as ``[C,1,1]`` fit ``[C]``, scalars ``[1]``."""
+    shape = tuple(int(d) for d in shape)
+    while shape and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
 def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     """Copy the ONNX initializers of ``path`` into ``model`` in place, strictly on the model's side.
 
     Every state-dict entry (except BatchNorm's ``num_batches_tracked``, kept as is) must be
-    named by the mapping and filled from an initializer of the same number of elements
-    (PReLU slopes stored as ``[C,1,1]`` go into ``[C]``); a mapping key the model lacks, a
-    missing initializer or a size mismatch is a :class:`FaceauditError`. Initializers the
+    named by the mapping and filled from an initializer of the same shape, up to trailing 1s
+    (PReLU slopes stored as ``[C,1,1]`` go into ``[C]``). The first mapped initializer, in the
+    mapping's order, that is absent or shaped otherwise is named in a one-line
+    :class:`FaceauditError`, as is a mapping that does not cover the model. Initializers the
     mapping does not name are not loaded: they are returned, sorted, as ``"unused"`` for the
     caller to judge (``load_model`` refuses a file that has any).
     Returns ``{"loaded": n, "unused": [initializer names]}``.
@@ -65,21 +84,25 @@ def load_onnx_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     tensors = read_initializers(path)
     mapping = model.onnx_name_map() if hasattr(model, "onnx_name_map") else default_name_map(model)
     state = model.state_dict()
-    missing = [f"{key} <- {name}" for key, name in mapping.items() if name not in tensors]
     unmapped = [key for key in state if key not in mapping and not key.endswith("num_batches_tracked")]
     unknown = [key for key in mapping if key not in state]
-    if missing or unmapped or unknown:
-        detail = "; ".join(missing[:3] + [f"{k} has no initializer" for k in unmapped[:3]]
+    if unmapped or unknown:  # the module's own mapping is wrong, whatever the file
+        detail = "; ".join([f"{k} has no initializer" for k in unmapped[:3]]
                            + [f"{k} is not in the model" for k in unknown[:3]])
         raise FaceauditError(f"{path}: weights do not fit {type(model).__name__} ({detail})")
+    differing = [(key, name) for key, name in mapping.items()
+                 if name not in tensors or _squeezed(tensors[name].shape) != _squeezed(state[key].shape)]
+    if differing:
+        key, name = differing[0]
+        needed = f"{type(model).__name__}.{key} needs {list(state[key].shape)}"
+        what = (f"it has no initializer {name} ({needed})" if name not in tensors else
+                f"initializer {name} has shape {list(tensors[name].shape)}, {needed}")
+        raise FaceauditError(f"{path}: weights do not fit {type(model).__name__}: {what}; "
+                             f"{len(differing)} of the {len(mapping)} initializers it needs differ")
     new_state = dict(state)  # num_batches_tracked stays; every other entry is replaced below
     for key, name in mapping.items():
         target = state[key]
-        array = tensors[name]
-        if array.size != target.numel():
-            raise FaceauditError(f"{path}: initializer {name} has shape {list(array.shape)}, "
-                                 f"{type(model).__name__}.{key} needs {list(target.shape)}")
-        new_state[key] = torch.from_numpy(np.array(array, copy=True)).reshape(target.shape).to(target.dtype)
+        new_state[key] = torch.from_numpy(np.array(tensors[name], copy=True)).reshape(target.shape).to(target.dtype)
     model.load_state_dict(new_state, strict=True)
     used = set(mapping.values())
     return {"loaded": len(mapping), "unused": sorted(n for n in tensors if n not in used)}
@@ -89,23 +112,26 @@ ORT_MISSING = ("onnxruntime is needed for {what}; install it with: pip install '
                "(or: pip install onnxruntime)")
 
 
+def import_onnxruntime(what: str = "running an ONNX model"):
+    try:
+        import onnxruntime  # noqa: PLC0415  (optional extra, imported on use)
+    except ImportError:
+        raise FaceauditError(ORT_MISSING.format(what=what)) from None
+    return onnxruntime
+
+
 def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX model",
-                        threads: int | None = None):
-    """An onnxruntime CPU session on ``path`` with every input/output dimension made dynamic.
+                        threads: int | None = None, providers: list[str] | None = None, model=None):
+    """An onnxruntime session on ``path`` with every input/output dimension made dynamic.
 
     Old exporters fix the batch (and image) size in the graph and list initializers as
     graph inputs; both are undone in memory (the file is not touched), so batches and any
-    image size run, and onnxruntime can fold constants. Needs ``onnx`` and ``onnxruntime``.
+    image size run, and onnxruntime can fold constants. ``model``: the file's ``ModelProto``
+    when already read (it is changed in place). ``providers``: onnxruntime execution
+    providers (default: the CPU). Needs ``onnx`` and ``onnxruntime``.
     """
-    try:
-        import onnxruntime as ort  # noqa: PLC0415  (optional extra)
-    except ImportError:
-        raise FaceauditError(ORT_MISSING.format(what=what)) from None
-    onnx = import_onnx(what)
-    path = Path(path)
-    if not path.is_file():
-        raise FaceauditError(f"{path}: ONNX file not found")
-    model = onnx.load(str(path))
+    ort = import_onnxruntime(what)
+    model = read_onnx_model(path, what) if model is None else model
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     real_inputs = [i for i in graph.input if i.name not in initializers]
@@ -125,4 +151,8 @@ def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own errors: an invalid graph, an unknown operator, ...
+        raise FaceauditError(f"{path}: onnxruntime cannot run it ({type(exc).__name__}: {_first_line(exc)})") from None

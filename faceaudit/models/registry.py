@@ -5,7 +5,7 @@ Architecture modules call :func:`register` at import time;
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -51,7 +51,19 @@ class ModelSpec:
             "std": self.std,
         }
 
+    def with_preprocessing(self, info: dict) -> "ModelSpec":
+        """This spec with the embedding size and preprocessing a loaded model reports in ``info``
+        (:func:`faceaudit.models.load_model`): ``--arch onnx`` reads them from its file."""
+        return replace(self, embedding_dim=int(info.get("embedding_dim") or self.embedding_dim),
+                       input_size=tuple(info.get("input_size", self.input_size)),
+                       channel_order=info.get("channel_order", self.channel_order),
+                       scale=info.get("scale", self.scale), mean=info.get("mean", self.mean),
+                       std=info.get("std", self.std))
 
+
+#: how a spec's weights file is read: a state_dict, ONNX initializers into our module, a
+#: TorchScript file, or the whole ONNX graph run by onnxruntime
+WEIGHTS_LOADERS = ("torch", "onnx", "torchscript", "onnxruntime")
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -61,8 +73,8 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise TypeError(f"register() takes a ModelSpec, got {type(spec).__name__}")
     if spec.channel_order not in ("RGB", "BGR"):
         raise ValueError(f"{spec.name}: channel_order must be 'RGB' or 'BGR', got {spec.channel_order!r}")
-    if spec.weights_loader not in ("torch", "onnx", "torchscript"):
-        raise ValueError(f"{spec.name}: weights_loader must be 'torch', 'onnx' or 'torchscript', "
+    if spec.weights_loader not in WEIGHTS_LOADERS:
+        raise ValueError(f"{spec.name}: weights_loader must be one of {', '.join(WEIGHTS_LOADERS)}, "
                          f"got {spec.weights_loader!r}")
     known = _REGISTRY.get(spec.name)
     if known is not None and _origin(known) != _origin(spec):

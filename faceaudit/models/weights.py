@@ -254,22 +254,35 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
 
 
 def load_model(name: str, weights_path: str | Path | None, device: str | torch.device | None = "cpu",
-               models_dir: str | Path = MODELS_DIR, option: str = "--weights") -> tuple[torch.nn.Module, dict]:
+               models_dir: str | Path = MODELS_DIR, option: str = "--weights",
+               preprocessing: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """A ready-to-run model (eval mode, on ``device``) and metadata for the outputs.
 
     ``weights_path=None`` means the conventional file ``<models_dir>/<spec.weights_file>``.
-    ``name="torchscript"`` loads any ``torch.jit.save`` file whole. ``option``: the caller's flag for
-    the weights file, named in errors.
+    ``name="torchscript"`` loads any ``torch.jit.save`` file whole; ``name="onnx"`` runs any
+    ONNX file through onnxruntime, with its preprocessing read from the graph and replaced by
+    ``preprocessing`` (keys ``input_size``, ``channel_order``, ``mean``, ``std``; only for it).
+    ``option``: the caller's flag for the weights file, named in errors.
     The info dict has ``arch``, ``weights``, ``sha256``, ``embedding_dim``, ``device``
-    and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``).
+    and the preprocessing (``input_size``, ``channel_order``, ``scale``, ``mean``, ``std``,
+    and ``preprocessing_flags``: the overrides given).
     """
     spec = get_spec(name)
     device = _as_device(device)
-    if spec.weights_loader == "torchscript" and weights_path is None:
-        raise FaceauditError(f"--arch torchscript needs the TorchScript file: pass {option} PATH")
+    overrides = {key: value for key, value in (preprocessing or {}).items() if value is not None}
+    if overrides and spec.weights_loader != "onnxruntime":
+        raise FaceauditError(f"preprocessing overrides ({', '.join(sorted(overrides))}) apply to --arch onnx only; "
+                             f"{spec.name} has a fixed preprocessing")
+    if spec.weights_loader in ("torchscript", "onnxruntime") and weights_path is None:
+        raise FaceauditError(f"--arch {spec.name} needs the model file: pass {option} PATH")
     path = _check_file(weights_path, spec, models_dir, option)
+    read_preprocessing = spec.preprocessing()
     if spec.weights_loader == "torchscript":
         model, dim = _load_torchscript(path, spec, device)
+        sha = sha256_file(path)
+    elif spec.weights_loader == "onnxruntime":  # the whole graph, run by onnxruntime
+        from faceaudit.models.onnx_runtime import load_onnx_runtime_model
+        model, dim, read_preprocessing = load_onnx_runtime_model(path, device, overrides)
         sha = sha256_file(path)
     elif spec.weights_loader == "torch":
         # built on the meta device: no time spent on a random init the file replaces
@@ -297,6 +310,9 @@ def load_model(name: str, weights_path: str | Path | None, device: str | torch.d
         "sha256": sha,
         "embedding_dim": dim,
         "device": str(device),
-        **spec.preprocessing(),
+        **read_preprocessing,
     }
+    if overrides:
+        info["preprocessing_flags"] = {key: list(value) if key == "input_size" else value
+                                       for key, value in overrides.items()}
     return model, info
