@@ -72,8 +72,9 @@ def finished(faces, tmp_path_factory):
 def test_the_loss_falls_and_every_file_is_written(finished):
     run_dir, summary = finished
     rows = _rows(run_dir)
-    assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[1]["loss"]) < float(rows[0]["loss"])
-    assert [float(r["lr"]) for r in rows] == [0.1, pytest.approx(1e-3)]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and float(rows[2]["loss"]) < float(rows[1]["loss"])
+    assert rows[0]["loss"] == "" and [float(r["lr"]) for r in rows[1:]] == [0.1, pytest.approx(1e-3)]
+    assert summary["before_training"]["val_eer"] == float(rows[0]["val_eer"]) and summary["epochs_done"] == 2
     assert summary["train_identities"] == 8 and summary["val_identities"] == 4 and summary["val_images"] == 24
     val = summary["eval_sets"]["val"]
     # two folds of two identities, every pair within a fold: 4 x C(6, 2) mated, 2 x 6 x 6 non-mated
@@ -196,3 +197,31 @@ def test_export_writes_fp16_and_int8_and_measures_them_on_the_same_pairs(finishe
     with pytest.raises(FaceauditError, match="no settings.json"):
         from faceaudit.stages.export import run as export
         export(run_dir / "export")
+
+
+def test_fine_tuning_the_arcface_network_on_real_faces(tmp_path):
+    """`--arch arcface-mbf --init w600k_mbf.onnx`: the run starts from InsightFace's weights, and its
+    backbone.pth (our module's state_dict) loads strictly where `--weights` takes the ONNX file."""
+    from conftest import orl_faces, real_model  # noqa: PLC0415
+
+    onnx = real_model("arcface-mbf")
+    faces = orl_faces(subjects=(1, 2), shots=(1, 2))
+    root = tmp_path / "orl"
+    for i, face in enumerate(faces):
+        (root / f"s{i // 2 + 1}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face).save(root / f"s{i // 2 + 1}" / f"{i % 2}.png")
+    original, info = load_model("arcface-mbf", onnx)
+    start = train_stage.init_backbone("arcface-mbf", onnx)
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in start.state_dict().items())
+    run_dir = tmp_path / "tuned"
+    summary = train_stage.run(root, run_dir, **_options(arch="arcface-mbf", init=onnx, val_identities=0, epochs=1,
+                                                        batch_size=4, lr=0.001))
+    assert summary["epochs_done"] == 1 and summary["before_training"] is None
+    assert summary["settings"]["init_sha256"] == info["sha256"]
+    tuned, _ = load_model("arcface-mbf", run_dir / "backbone.pth")  # strict
+    x = (torch.from_numpy(faces).permute(0, 3, 1, 2).float() - 127.5) / 127.5
+    with torch.no_grad():
+        before, after = original(x), tuned(x)
+    unit = torch.nn.functional.normalize(after)
+    scores = unit @ unit.T  # faces 0, 1 are s1's and 2, 3 are s2's: still told apart after the step
+    assert not torch.equal(before, after) and min(scores[0, 1], scores[2, 3]) > scores[:2, 2:].max()

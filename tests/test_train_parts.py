@@ -155,3 +155,15 @@ def test_val_identities_take_a_count_or_a_fraction():
     for bad in ("1.5", "-0.2", "-3", "ten"):
         with pytest.raises(argparse.ArgumentTypeError):
             _val_identities(bad)
+
+
+def test_imprinting_sets_each_class_to_its_mean_direction():
+    torch.manual_seed(1)
+    head = MarginHead(4, 3)
+    untouched = head.weight[2].clone()
+    embeddings, labels = torch.randn(5, 4), torch.tensor([0, 0, 1, 1, 1])
+    head.imprint(embeddings, labels)
+    unit = F.normalize(embeddings)
+    for c, rows in ((0, [0, 1]), (1, [2, 3, 4])):
+        assert torch.allclose(head.weight[c], F.normalize(unit[rows].mean(0), dim=0), atol=1e-6)
+    assert torch.equal(head.weight[2], untouched)  # no embeddings of class 2

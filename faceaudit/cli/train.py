@@ -31,6 +31,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def add(sub) -> None:
+    from faceaudit.faces import ALIGNERS
     from faceaudit.train.augment import AUGMENTATIONS, NOTEBOOK
     from faceaudit.train.loop import SCHEDULES
     from faceaudit.train.losses import LOSSES
@@ -77,8 +78,11 @@ def add(sub) -> None:
     p.add_argument("--pairs-per-epoch", type=positive_int, default=None,
                    help="--loss contrastive: positive pairs per epoch (default: every mated pair, as the Siamese tool)")
     p.add_argument("--init", type=Path, default=None,
-                   help="fine-tune from this backbone (any file `faceaudit embed --arch ARCH --weights` loads)")
-    p.add_argument("--align", default="none", help="detect and align faces first (none or yunet; default: none)")
+                   help="fine-tune from this backbone (any file `faceaudit embed --arch ARCH --weights` loads, e.g. "
+                        "--arch arcface-mbf --init Models/w600k_mbf.onnx); the margin head starts at each training "
+                        "identity's mean embedding")
+    p.add_argument("--align", choices=("none", *ALIGNERS), default="none",
+                   help="detect and align faces first (default: none: the images are used as they are)")
     p.add_argument("--models-dir", type=Path, default=Path("Models"), help="aligner model files (default: %(default)s)")
     p.add_argument("--seed", type=seed_type, default=42, help="split, order, augmentation and init seed (default: 42)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")

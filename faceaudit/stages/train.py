@@ -243,19 +243,28 @@ def _train(settings, run_dir: Path, faces: Faces, split, sets, spec, device, dis
     torch.manual_seed(s["seed"])  # the same initial weights and head, whatever ran before
     backbone = initial if initial is not None else init_backbone(s["arch"], None)
     objective = build_loss(s["loss"], spec.embedding_dim, len(split.classes), s["scale"], s["margin"])
+    array = faces.array()
+    key, checkpoint = run_key(s), run_dir / CHECKPOINT_FILE
+    state = load_checkpoint(checkpoint, key)
+    if state is None and s["init"] is not None and hasattr(objective, "imprint") and dist.main:
+        from faceaudit.embed.embedder import Embedder  # DistributedDataParallel then copies rank 0's head
+
+        vectors = embed_rows(Embedder(backbone.to(device), spec, device), array, split.train_rows)
+        backbone.train()
+        objective.imprint(torch.from_numpy(vectors), torch.from_numpy(split.labels[split.train_rows]))
     trainer = Trainer(backbone, objective, spec, device, lr=s["lr"], momentum=s["momentum"],
                       weight_decay=s["weight_decay"], dist=dist,
                       schedule=lambda e: learning_rate(e, s["lr"], s["min_lr"], s["schedule"], s["hold"], s["t_max"]))
-    key, checkpoint = run_key(s), run_dir / CHECKPOINT_FILE
-    state = load_checkpoint(checkpoint, key)
     history, start = ([], 0) if state is None else (list(state["history"]), int(state["epochs_done"]))
     if state is not None:
         trainer.load_state(state)
         echo(f"resuming {run_dir} after epoch {start} of {s['epochs']}")
     dataset = AugmentedFaces(faces, names, s["seed"])
-    array = faces.array()
     rank, world = dist.rank, dist.world
     epoch, done = start, start
+    if start == 0 and dist.main and sets:  # the starting point: a random network, or the --init one
+        history = [{"epoch": 0, **evaluate(trainer.backbone, spec, device, array, sets)}]
+        echo(epoch_line(history[0]))
     try:
         for epoch in range(start, s["epochs"]):
             if s["loss"] == "contrastive":
@@ -295,7 +304,7 @@ def _train(settings, run_dir: Path, faces: Faces, split, sets, spec, device, dis
 
 def epoch_line(row: dict) -> str:
     line = (f"epoch {row['epoch']}: lr {row['lr']:.4g}, loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}, "
-            f"{row['seconds']:.0f} s")
+            f"{row['seconds']:.0f} s" if "loss" in row else "before training")
     if "val_eer" in row:
         line += (f"; held-out EER {row['val_eer']:.2%}, k-fold accuracy {row['val_accuracy']:.2%}; "
                  f"training identities EER {row['train_eer']:.2%}")
@@ -304,15 +313,16 @@ def epoch_line(row: dict) -> str:
 
 def _summary(settings, run_dir, faces: Faces, split, sets, history) -> dict:
     last = history[-1] if history else {}
-    return {"run_dir": str(run_dir), "settings": settings, "epochs_done": len(history),
+    return {"run_dir": str(run_dir), "settings": settings, "epochs_done": sum(1 for row in history if "loss" in row),
             "images": len(faces.members), "images_left_out": len(faces.errors),
             "train_identities": len(split.classes), "train_images": int(split.train_rows.size),
             "val_identities": len(split.val_identities), "val_images": int(split.val_rows.size),
             "eval_sets": {es.name: {"identities": es.n_identities, "images": int(es.rows.size),
                                     "mated_pairs": int(es.mated.sum()), "non_mated_pairs": int((~es.mated).sum()),
                                     "folds": es.n_folds} for es in sets},
+            "before_training": history[0] if history and history[0]["epoch"] == 0 else None,
             "last_epoch": last, "backbone": str(run_dir / BACKBONE_FILE),
-            "train_seconds": sum(row["seconds"] for row in history)}
+            "train_seconds": sum(row.get("seconds", 0.0) for row in history)}
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -321,6 +331,10 @@ def summary_lines(summary: dict) -> list[str]:
     lines = [f"trained {s['arch']} ({head}) for {summary['epochs_done']} epochs on {summary['train_images']} faces "
              f"of {summary['train_identities']} identities; {summary['val_identities']} identities "
              f"({summary['val_images']} faces) held out"]
+    start = summary["before_training"]
+    if start:
+        lines.append(f"before training: held-out EER {start['val_eer']:.2%}, training identities EER "
+                     f"{start['train_eer']:.2%}")
     if "val_eer" in last:
         lines.append(f"held-out identities: EER {last['val_eer']:.2%}, k-fold accuracy {last['val_accuracy']:.2%} "
                      f"± {last['val_accuracy_std']:.2%}, F1 {last['val_f1']:.3f} (threshold: cosine "

@@ -39,6 +39,16 @@ class MarginHead(nn.Module):
         self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
         self.threshold = math.cos(math.pi - margin)
 
+    @torch.no_grad()
+    def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """Each class's weight := the direction of its mean unit embedding (weight imprinting, Qi et al. 2018):
+        a pretrained backbone then starts with a head that already knows the classes, so the first
+        gradients refine it instead of undoing it. A class without embeddings keeps its weight."""
+        sums = torch.zeros_like(self.weight).index_add_(0, labels.to(self.weight.device),
+                                                       F.normalize(embeddings.float()).to(self.weight.device))
+        present = sums.norm(dim=1) > 0
+        self.weight[present] = F.normalize(sums[present])
+
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cosine = F.linear(F.normalize(features), F.normalize(self.weight)).clamp(-1.0, 1.0)
         target = cosine.gather(1, labels[:, None])
