@@ -4,7 +4,8 @@ after every epoch, on identities it never saw.
 Files of ``RUN_DIR``:
 
 - ``settings.json``: the run's settings and the dataset's fingerprint; a rerun with other settings is
-  refused (``--overwrite`` starts over); ``--epochs``, ``--device``, ``--workers`` and ``--threads`` may change;
+  refused (``--overwrite`` starts over); ``--epochs``, ``--device``, ``--workers`` and ``--threads`` may change,
+  and the dataset and ``--init`` file may move (they are compared by content);
 - ``faces.npy`` + ``faces.json``: the decoded (aligned) faces, reused by reruns and ``faceaudit export``;
 - ``split.csv``: every image with its identity and its side of the split (``train`` / ``val``);
   ``errors.tsv``: the images left out and why (only when there are some);
@@ -46,8 +47,9 @@ BACKBONE_FILE = "backbone.pth"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves"
 SUMMARY_FILE = "summary.json"
-#: settings a rerun may change: they alter neither the batches nor the arithmetic's inputs
-FREE_SETTINGS = ("dataset", "epochs", "device", "workers", "threads")
+#: settings a rerun may change: they alter neither the batches nor the arithmetic's inputs (the dataset and
+#: the --init file are compared by content: ``dataset_fingerprint``, ``init_sha256``)
+FREE_SETTINGS = ("dataset", "init", "epochs", "device", "workers", "threads")
 RUN_FILES = (SETTINGS_FILE, CHECKPOINT_FILE, BACKBONE_FILE, METRICS_FILE, f"{CURVES_FILE}.png", f"{CURVES_FILE}.pdf",
              SUMMARY_FILE, "split.csv", "errors.tsv")
 TRAINABLE_LOADERS = ("torch", "onnx")  # architectures built by our code (ONNX ones filled from initializers)

@@ -128,18 +128,19 @@ class Trainer:
 
         self.network.train()
         rate = self.optimizer.param_groups[0]["lr"]
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss * n, right, n
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss * n, right: summed on the device
+        seen = 0
         loader = epoch_loader(dataset, plan, workers, pin_memory=self.cuda)
         with tqdm(total=len(plan.keys), desc=label, unit="batch", disable=not (progress and self.dist.main)) as bar:
             for number, (images, targets) in enumerate(zip(loader, plan.targets), 1):
                 loss, correct = self.step(images, targets)
-                n = targets.shape[0]
-                totals += torch.stack([loss.double() * n, correct.double(), torch.tensor(float(n), device=self.device,
-                                                                                          dtype=torch.float64)])
+                seen += targets.shape[0]
+                totals += torch.stack([loss.double() * targets.shape[0], correct.double()])
                 bar.update()
                 if number % 10 == 0 or number == len(plan.keys):  # reading the totals waits for the GPU
-                    loss_sum, right, seen = totals.tolist()
+                    loss_sum, right = totals.tolist()
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{right / seen:.3f}")
+        totals = torch.cat([totals, torch.tensor([float(seen)], dtype=torch.float64, device=self.device)])
         if self.dist.world > 1:
             torch.distributed.all_reduce(totals)
         self.scheduler.step()
