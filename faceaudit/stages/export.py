@@ -1,6 +1,8 @@
 """``faceaudit export``: a trained run's backbone as fp16 weights and an int8 CPU model, and the clustering
 project's table, measured: size on disk, images per second on this machine, and verification on the run's
-held-out identities next to fp32 (the same pairs ``faceaudit train`` evaluated after each epoch).
+held-out identities next to fp32 (the same pairs ``faceaudit train`` evaluated after each epoch). On CUDA
+the fp16 row computes in fp16; on a CPU, which has no fast fp16, in fp32 from the fp16 weights, as
+``faceaudit embed`` does with the file there. int8 runs on the CPU.
 
 Files, under ``RUN_DIR/export/``: ``backbone_fp16.pth`` (a half-precision state_dict in the same layout:
 ``faceaudit embed --arch ARCH --weights`` loads it into fp32), ``backbone_int8.pt`` (TorchScript:
@@ -26,7 +28,7 @@ from faceaudit.stages.train import BACKBONE_FILE, SETTINGS_FILE, data_for
 from faceaudit.stages.variability import pair_scores
 
 EXPORT_DIR = "export"
-COLUMNS = ("precision", "file", "size_mb", "device", "images_per_s", "speedup", "eer", "accuracy", "accuracy_std",
+COLUMNS = ("precision", "file", "size_mb", "device", "arithmetic", "images_per_s", "speedup", "eer", "accuracy", "accuracy_std",
            "f1", "cosine_to_fp32_mean", "cosine_to_fp32_min")
 
 
@@ -72,35 +74,42 @@ def run(run_dir, precisions: Sequence[str] = ("fp16", "int8"), *, calibration: i
     model, _ = models.load_model(spec.name, run_dir / BACKBONE_FILE, torch_device)
     table: list[dict] = []
 
-    def measure(precision: str, path: Path, net, forward, ready: torch.Tensor, where: torch.device) -> None:
+    def measure(precision: str, path: Path, net, forward, ready: torch.Tensor, where: torch.device,
+                arithmetic: str) -> None:
         vectors = embed_rows(forward, array, val.rows, batch_size)
         numbers = verification_numbers(pair_scores(vectors, val.pairs), val)
         speed = images_per_second(net, ready, seconds)
         reference = table[0]["_vectors"] if table else vectors
         cosine = np.einsum("ij,ij->i", vectors, reference)
         table.append({"precision": precision, "file": str(path), "size_mb": path.stat().st_size / 1e6,
-                      "device": str(where), "images_per_s": speed,
+                      "device": str(where), "arithmetic": arithmetic, "images_per_s": speed,
                       "speedup": speed / table[0]["images_per_s"] if table else 1.0,
                       "eer": numbers["eer"], "accuracy": numbers["accuracy"], "accuracy_std": numbers["accuracy_std"],
                       "f1": numbers["f1"], "cosine_to_fp32_mean": float(cosine.mean()),
                       "cosine_to_fp32_min": float(cosine.min()), "_vectors": vectors})
 
     measure("fp32", run_dir / BACKBONE_FILE, model, unit_forward(model, spec, torch_device), bench.to(torch_device),
-            torch_device)
+            torch_device, "fp32")
     if "fp16" in precisions:
         path = out_dir / "backbone_fp16.pth"
         with atomic_write(path, "wb") as handle:
             torch.save(fp16_state(model), handle)
-        half = copy.deepcopy(model).half().eval()
-        measure("fp16", path, half, unit_forward(half, spec, torch_device, half=True),
-                bench.to(torch_device).half(), torch_device)
+        if torch_device.type == "cuda":  # fp16 arithmetic
+            half = copy.deepcopy(model).half().eval()
+            measure("fp16", path, half, unit_forward(half, spec, torch_device, half=True),
+                    bench.to(torch_device).half(), torch_device, "fp16")
+        else:  # a CPU has no fast fp16 (32x slower here): the file's weights in fp32, as faceaudit embed loads it
+            widened, _ = models.load_model(spec.name, path, torch_device)
+            measure("fp16", path, widened, unit_forward(widened, spec, torch_device), bench, torch_device,
+                    "fp32 from fp16 weights")
     if "int8" in precisions:
         sample = np.sort(np.random.default_rng(settings["seed"]).permutation(split.train_rows)[:calibration])
-        quantized = quantize_int8(copy.deepcopy(model).cpu(), _batches(array, sample, spec, batch_size))
+        quantized = quantize_int8(model, _batches(array, sample, spec, batch_size))
         path = out_dir / "backbone_int8.pt"
         with atomic_write(path, "wb") as handle:
             save_torchscript(quantized, handle)
-        measure("int8", path, quantized, unit_forward(quantized, spec, "cpu"), bench, torch.device("cpu"))
+        measure("int8", path, quantized, unit_forward(quantized, spec, "cpu"), bench, torch.device("cpu"),
+                "int8 (PReLU in fp32)")
     rows = [{key: value for key, value in row.items() if key != "_vectors"} for row in table]
     write_table(out_dir / "export", COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
     write_json(out_dir / "export.json", {"run_dir": str(run_dir), "arch": spec.name, "batch_size": batch_size,
