@@ -1,7 +1,8 @@
 """`faceaudit train`'s training step vs a bare forward + backward + optimizer-step loop on the same batch.
 
     python benchmarks/bench_train.py [--arch mobilefacenet] [--batch-size 32] [--steps 6] [--epoch-batches 4]
-                                     [--device cpu|cuda|auto] [--threads N] [--quick] [--json FILE]
+                                     [--rounds 3] [--device cpu|cuda|auto] [--threads N] [--workers N]
+                                     [--quick] [--json FILE]
 
 In one run, on this machine, with the same initial weights for both:
 
@@ -9,10 +10,11 @@ In one run, on this machine, with the same initial weights for both:
    100 classes, ``zero_grad``, ``backward``, ``SGD.step`` (on CUDA under fp16 autocast with a GradScaler);
 2. ours, the step: ``Trainer.step`` on the same batch as uint8 NHWC (normalisation, ArcFace margin head,
    accuracy count, GradScaler bookkeeping included);
-3. ours, the epoch: ``Trainer.run_epoch`` over ``--epoch-batches`` batches of a face cache, augmentations and
-   the DataLoader included, per batch.
+3. ours, the epoch: ``Trainer.run_epoch`` over ``--epoch-batches`` batches of a face cache, the notebook's
+   augmentations and the DataLoader (``--workers``, default as ``faceaudit train``'s) included, per batch; after an untimed epoch, each of
+   ``--rounds`` epochs is followed by as many bare steps, its baseline.
 
-The two step loops alternate, one timed step each in turn, so a busy shared machine slows both alike; the
+The step loops alternate, one timed step each in turn, so a busy shared machine slows both alike; the
 medians are compared. Prints seconds per step, images per second and the fractions ours / bare
 (target: the step >= 0.80), and the load average.
 """
@@ -38,7 +40,8 @@ from faceaudit.device import resolve_device  # noqa: E402
 from faceaudit.embed import default_threads  # noqa: E402
 from faceaudit.io.images import normalize_batch  # noqa: E402
 from faceaudit.models import create_model, get_spec  # noqa: E402
-from faceaudit.train.data import AugmentedFaces, Faces, classification_epoch  # noqa: E402
+from faceaudit.train.augment import NOTEBOOK  # noqa: E402
+from faceaudit.train.data import AugmentedFaces, Faces, classification_epoch, default_workers  # noqa: E402
 from faceaudit.train.loop import Trainer  # noqa: E402
 from faceaudit.train.losses import MarginHead  # noqa: E402
 
@@ -68,14 +71,16 @@ def main() -> int:
     parser.add_argument("--arch", default="mobilefacenet")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="timed steps of each loop (after one warm-up)")
-    parser.add_argument("--epoch-batches", type=int, default=4, help="batches of the timed epoch")
+    parser.add_argument("--epoch-batches", type=int, default=4, help="batches of each timed epoch")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs, each followed by as many bare steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    parser.add_argument("--workers", type=int, default=None, help="augmentation processes (default: faceaudit's)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 steps, 2 epoch batches")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
-        args.batch_size, args.steps, args.epoch_batches = 8, 3, 2
+        args.batch_size, args.steps, args.epoch_batches, args.rounds = 8, 3, 2, 1
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads or default_threads())
     spec = get_spec(args.arch)
@@ -113,23 +118,34 @@ def main() -> int:
             times[name].append(time.perf_counter() - start)
     ours_s, bare_s = float(np.median(times["ours"])), float(np.median(times["bare"]))
 
-    with tempfile.TemporaryDirectory() as folder:  # the epoch, data path included
+    with tempfile.TemporaryDirectory() as folder:  # whole epochs, data path included, alternating with bare steps
         path = Path(folder) / "faces.npy"
         n = args.batch_size * args.epoch_batches
         np.save(path, rng.integers(0, 256, (n, height, width, 3), dtype=np.uint8))
-        faces = Faces(path, [f"id{i % CLASSES}/{i}.png" for i in range(n)], np.array([f"id{i % CLASSES}" for i in range(n)]), [])
-        dataset = AugmentedFaces(faces, ("identity", "greyscale", "salt-pepper", "solarize", "blur", "gamma", "quantize"), 0)
+        faces = Faces(path, [f"id{i % CLASSES}/{i}.png" for i in range(n)],
+                      np.array([f"id{i % CLASSES}" for i in range(n)]), [])
+        dataset = AugmentedFaces(faces, NOTEBOOK, 0)
         plan = classification_epoch(np.arange(n), np.arange(n) % CLASSES, args.batch_size, 0, 0)
-        workers = 1 if device.type == "cpu" else min(8, (os.cpu_count() or 2) - 1)
-        start = time.perf_counter()
-        trainer.run_epoch(dataset, plan, workers, "timed epoch", progress=False)
-        _sync(device)
-        epoch_s = (time.perf_counter() - start) / len(plan.keys)
+        workers = default_workers(device) if args.workers is None else args.workers
+        epochs, bare_runs = [], []
+        trainer.run_epoch(dataset, plan, workers, "warm-up epoch", progress=False)
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            trainer.run_epoch(dataset, plan, workers, "timed epoch", progress=False)
+            _sync(device)
+            epochs.append((time.perf_counter() - start) / len(plan.keys))
+            start = time.perf_counter()
+            for _ in plan.keys:
+                bare()
+            _sync(device)
+            bare_runs.append((time.perf_counter() - start) / len(plan.keys))
+        epoch_s, epoch_bare_s = float(np.median(epochs)), float(np.median(bare_runs))
 
     load = os.getloadavg()
     result = {"arch": spec.name, "device": str(device), "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "steps": args.steps, "bare_s": bare_s, "ours_step_s": ours_s,
-              "ours_epoch_s_per_batch": epoch_s, "step_fraction": bare_s / ours_s, "epoch_fraction": bare_s / epoch_s,
+              "ours_epoch_s_per_batch": epoch_s, "bare_s_beside_epochs": epoch_bare_s,
+              "step_fraction": bare_s / ours_s, "epoch_fraction": epoch_bare_s / epoch_s,
               "load_average": load, "torch": torch.__version__}
     print(f"{spec.name}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads; load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
@@ -137,7 +153,8 @@ def main() -> int:
     print(f"Trainer.step:               {ours_s:.3f} s/step ({args.batch_size / ours_s:.1f} img/s) = "
           f"{bare_s / ours_s:.1%} of bare (target >= 80%)")
     print(f"Trainer.run_epoch:          {epoch_s:.3f} s/batch ({args.batch_size / epoch_s:.1f} img/s) = "
-          f"{bare_s / epoch_s:.1%} of bare (augmentation and DataLoader included)")
+          f"{epoch_bare_s / epoch_s:.1%} of bare ({epoch_bare_s:.3f} s/step in the same rounds; augmentation "
+          f"and DataLoader included)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -86,7 +86,7 @@ def add(sub) -> None:
     p.add_argument("--models-dir", type=Path, default=Path("Models"), help="aligner model files (default: %(default)s)")
     p.add_argument("--seed", type=seed_type, default=42, help="split, order, augmentation and init seed (default: 42)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=None, help="augmentation processes (default: 1 on CPU, up to 8 on CUDA)")
+    p.add_argument("--workers", type=int, default=None, help="augmentation processes (default: 0 on CPU, up to 8 on CUDA)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that holds another run")
     p.add_argument("--no-figures", action="store_true", help="no curves figure")

