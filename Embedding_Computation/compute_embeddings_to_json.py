@@ -6,7 +6,8 @@ weights ``./Models/ArcFace_R100_MS1MV3.pth`` and the images of ``./Dataset/``
 ``{"identity", "image_name", "embedding"}`` JSON object a line, values rounded
 to 5 decimals. Paths are relative to the working directory.
 
-Unlike the original it runs in batches (all cores, or the GPU in fp16), reads
+Unlike the original it runs in batches (all cores, or the GPU; fp32 unless ``--precision``
+says otherwise), reads
 ``.zip``/``.tar.gz`` datasets in place, lists unreadable images in
 ``embeddings.json.errors.tsv`` instead of stopping, and resumes an interrupted
 run when started again (``--overwrite`` starts over, as the original always did).
@@ -23,6 +24,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from faceaudit.checks import EMBED_PRECISIONS  # noqa: E402
 from faceaudit.cli import positive_int, run_guarded  # noqa: E402
 
 # the original script's constants
@@ -45,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output JSON Lines file, or .npz (default: %(default)s)")
     parser.add_argument("--arch", default="iresnet100", help="architecture (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--precision", choices=EMBED_PRECISIONS, default="fp32",
+                        help="fp32 (default: the CPU's numbers on every device); tf32, bf16, fp16 on CUDA for speed")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="images per batch (default: 64 on CPU, 256 on CUDA)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decoding processes (default: 1 on CPU, up to 8 on CUDA)")
     parser.add_argument("--flip-tta", action="store_true", help="add the mirror image's embedding")
@@ -65,8 +70,9 @@ def main(argv=None) -> int:
                                 device=args.device, batch_size=args.batch_size, workers=args.workers,
                                 flip_tta=args.flip_tta, overwrite=args.overwrite,
                                 progress=not args.no_progress, models_dir=FOLDER_PATH,
-                                weights_option="--model_path")
-        print(format_summary(summary))
+                                weights_option="--model_path", precision=args.precision)
+        if summary.get("rank", 0) == 0:
+            print(format_summary(summary))
         return 0
 
     return run_guarded(run, Path(__file__).name)

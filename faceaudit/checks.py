@@ -8,6 +8,9 @@ from typing import Iterable
 from faceaudit.errors import FaceauditError
 
 MAX_SEED = 2 ** 63 - 1
+#: ``--precision`` of an embedding run: fp32 (IEEE float32, TF32 off: the CPU's numbers on every
+#: device), and on CUDA only tf32, bf16, fp16 (see :mod:`faceaudit.embed.embedder`)
+EMBED_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def seed(value, what: str = "seed") -> int:
@@ -41,3 +44,13 @@ def cosine(value, what: str = "threshold") -> float:
 
 def cosines(values: Iterable, what: str = "threshold") -> list[float]:
     return [cosine(v, what) for v in values]
+
+
+def embed_precision(value, device_type: str) -> str:
+    """One of :data:`EMBED_PRECISIONS` that ``device_type`` runs (precisions below fp32 need CUDA)."""
+    if value not in EMBED_PRECISIONS:
+        raise FaceauditError(f"unknown precision {value!r}: use {', '.join(EMBED_PRECISIONS)}")
+    if value != "fp32" and device_type != "cuda":
+        raise FaceauditError(f"precision {value} is for CUDA GPUs; on {device_type} the model runs in fp32 "
+                             "(the default)")
+    return value

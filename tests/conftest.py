@@ -1,6 +1,7 @@
 """Shared test helpers: the read-only data in ../shared (found in place, never copied) and the
 real models (fetched with faceaudit's own pinned, sha256-checked fetch code)."""
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ from faceaudit.models import fetch
 from faceaudit.errors import FaceauditError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# beside the checkout, or where FACEAUDIT_SHARED_DATA says (a GPU machine given a copy of it)
+SHARED_DATA = Path(os.environ.get("FACEAUDIT_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def shared_path(*parts: str) -> Path:

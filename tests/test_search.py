@@ -103,6 +103,58 @@ def test_top_k_with_ties_everywhere_and_bad_k():
         search.top_k(q, r, 0, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("budget", [50_000, None])
+def test_deferred_rescans_as_on_cuda_equal_brute_force(data, budget, monkeypatch):
+    """CUDA scans the flagged rows once per block of queries, not per tile: the same results on CPU."""
+    from faceaudit.search import exact
+
+    monkeypatch.setitem(exact.DEFER_RESCAN, "cpu", True)
+    q, r = data
+    found = search.best_match(q, r, device="cpu", memory_budget_bytes=budget, progress=False)
+    scores, idx = brute_best(q, r)
+    np.testing.assert_array_equal(found.indices, idx)
+    np.testing.assert_array_equal(found.scores, scores)
+    ties = np.random.default_rng(3).integers(-2, 3, size=(120, 12)).astype(np.float32)
+    found = search.best_match(ties, ties[::-1].copy(), device="cpu", memory_budget_bytes=budget, progress=False)
+    scores, idx = brute_best(ties, ties[::-1])
+    np.testing.assert_array_equal(found.indices, idx)
+    np.testing.assert_array_equal(found.scores, scores)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_paths_stay_exact_run_on_the_cpu(data, precision, monkeypatch):
+    """The fp16/bf16 candidate selection (refused on CPU to users: it is slow there) run on the CPU,
+    deferred as on CUDA: the error bound still finds every winner."""
+    from faceaudit.search import engine, exact
+
+    monkeypatch.setattr(engine, "_resolve_precision", lambda name, device: search.PRECISIONS[name])
+    monkeypatch.setitem(exact.DEFER_RESCAN, "cpu", True)
+    q, r = data
+    for budget in (50_000, None):
+        found = search.best_match(q, r, device="cpu", precision=precision, memory_budget_bytes=budget,
+                                  progress=False)
+        scores, idx = brute_best(q, r)
+        np.testing.assert_array_equal(found.indices, idx)
+        np.testing.assert_array_equal(found.scores, scores)
+        for positive_only in (False, True):
+            top = search.top_pairs(q, r, 60, positive_only=positive_only, device="cpu", precision=precision,
+                                   memory_budget_bytes=budget, progress=False)
+            s, qi, ri = brute_top(q, r, 60, positive_only)
+            np.testing.assert_array_equal(top.scores, s)
+            np.testing.assert_array_equal(top.query_indices, qi)
+            np.testing.assert_array_equal(top.reference_indices, ri)
+
+
+def test_tensors_are_searched_in_place_with_the_same_results(data):
+    q, r = data
+    for k, fn in ((None, search.best_match), (9, search.top_pairs)):
+        args = (k,) if k else ()
+        a = fn(q, r, *args, device="cpu", progress=False)
+        b = fn(torch.from_numpy(q), torch.from_numpy(r).double(), *args, device="cpu", progress=False)
+        for field in a.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 def test_integer_vectors_have_exact_ties_everywhere():
     """Small integers: every dot product is exact in any order, so ties are real ties."""
     rng = np.random.default_rng(3)
@@ -168,6 +220,10 @@ def test_bad_input():
         search.best_match(q, q, device="cpu", precision="fp16", progress=False)
     with pytest.raises(FaceauditError, match="unknown precision"):
         search.best_match(q, q, device="cpu", precision="fp8", progress=False)
+    with pytest.raises(FaceauditError, match="NaN or infinite"):
+        search.best_match(np.full((2, 4), np.nan, np.float32), q, device="cpu", progress=False)
+    with pytest.raises(FaceauditError, match="no dimensions"):
+        search.best_match(np.ones((2, 0), np.float32), np.ones((3, 0), np.float32), device="cpu", progress=False)
 
 
 def test_sample_indices_are_the_papers():

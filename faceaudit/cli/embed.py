@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from faceaudit.checks import EMBED_PRECISIONS
 from faceaudit.cli.common import positive_int
 
 
@@ -40,7 +41,8 @@ def add(sub) -> None:
         description="One L2-normalised embedding per image of DATASET (a folder of identity sub-folders, "
                     "or a .zip/.tar/.tar.gz of one, read in place), written as the paper's JSON Lines "
                     "(or .npz). An interrupted run resumes when the same command is run again; "
-                    "unreadable images are listed in OUTPUT.errors.tsv.")
+                    "unreadable images are listed in OUTPUT.errors.tsv. Several GPUs (or processes): "
+                    "torchrun --nproc-per-node N -m faceaudit embed ... writes the same output.")
     p.add_argument("dataset", type=Path, help="dataset folder, .zip, .tar or .tar.gz")
     p.add_argument("-o", "--output", type=Path, default=Path("embeddings.jsonl"),
                    help="output .jsonl/.json (paper format, + .meta.json sidecar) or .npz "
@@ -51,7 +53,11 @@ def add(sub) -> None:
                    help="weights file (default: the architecture's file in Models/, e.g. "
                         "Models/ArcFace_R100_MS1MV3.pth for iresnet100; required by --arch onnx and torchscript)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)")
+    p.add_argument("--precision", choices=EMBED_PRECISIONS, default="fp32",
+                   help="fp32 (default: float32 with TF32 off, the CPU's numbers on every device); on CUDA "
+                        "also tf32, bf16 or fp16 for speed (an fp16 batch with NaN/inf is redone in fp32)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per batch (default: 64 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: 1 on CPU, up to 8 on CUDA; 0 decodes in-process)")
     p.add_argument("--flip-tta", action="store_true",
@@ -91,8 +97,9 @@ def _run_embed(args) -> int:
         batch_size=args.batch_size, workers=args.workers, flip_tta=args.flip_tta,
         align=None if args.align == "none" else args.align, models_dir=args.models_dir,
         decimals=args.decimals, overwrite=args.overwrite, limit=args.limit, threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress, precision=args.precision,
         preprocessing={"input_size": args.input_size, "mean": args.input_mean, "std": args.input_std,
                        "channel_order": args.channel_order})
-    print(format_summary(summary))
+    if summary.get("rank", 0) == 0:  # under torchrun, rank 0 speaks for the run
+        print(format_summary(summary))
     return 0

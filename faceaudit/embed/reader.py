@@ -16,10 +16,11 @@ from faceaudit.io.images import ImageDecodeError, decode_rgb, to_model_uint8
 from faceaudit.io.sources import split_member
 
 
-def default_workers(device: torch.device) -> int:
+def default_workers(device: torch.device, sharing: int = 1) -> int:
     """Decoding processes: CPU inference uses every core for the model, so one
-    worker suffices there; a GPU needs several to keep it fed."""
-    cpus = cpu_count()
+    worker suffices there; a GPU needs several to keep it fed. ``sharing``: processes
+    embedding on this machine at once (torchrun's ranks), which split its cores."""
+    cpus = max(1, cpu_count() // max(1, sharing))
     if device.type == "cuda":
         return max(1, min(8, cpus - 1))
     return 1 if cpus > 1 else 0

@@ -13,7 +13,8 @@ from faceaudit.io.files import read_json
 from faceaudit.io.jsonl import loads
 
 #: settings that must match between a partial output and the run resuming it
-RESUME_KEYS = ("arch", "weights_sha256", "embedding_dim", "preprocessing", "flip_tta", "align", "decimals")
+RESUME_KEYS = ("arch", "weights_sha256", "embedding_dim", "preprocessing", "flip_tta", "align", "decimals",
+               "precision")
 #: names of the side files a run writes beside its output; no output may be called so
 SIDE_FILE_SUFFIXES = (".partial.jsonl", ".meta.json", ".errors.tsv", ".lock", ".partial.npz")
 ERRORS_HEADER = "path\treason\n"
@@ -86,23 +87,23 @@ def truncate_to_last_newline(path: Path) -> int:
     return size - keep
 
 
+def line_key(line: bytes, path: Path, number: int) -> tuple[str, str]:
+    """(identity, image_name) of one output line, reading only its head."""
+    cut = line.find(b'"embedding":')
+    try:
+        if cut < 0 or not line.rstrip().endswith(b"]}"):
+            raise ValueError("no complete 'embedding' list")
+        head = loads(line[:cut].rstrip().rstrip(b",") + b"}")
+        return str(head["identity"]), str(head["image_name"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FaceauditError(f"{path}:{number}: malformed line in the partial output ({exc}); "
+                             "use --overwrite to start over") from None
+
+
 def read_done_keys(path: Path) -> set[tuple[str, str]]:
     """(identity, image_name) of every line of a JSON Lines output, reading only the line heads."""
-    keys: set[tuple[str, str]] = set()
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            cut = line.find(b'"embedding":')
-            try:
-                if cut < 0 or not line.rstrip().endswith(b"]}"):
-                    raise ValueError("no complete 'embedding' list")
-                head = loads(line[:cut].rstrip().rstrip(b",") + b"}")
-                keys.add((str(head["identity"]), str(head["image_name"])))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise FaceauditError(f"{path}:{number}: malformed line in the partial output ({exc}); "
-                                     "use --overwrite to start over") from None
-    return keys
+        return {line_key(line, path, number) for number, line in enumerate(handle, 1) if line.strip()}
 
 
 def read_error_paths(path: Path) -> set[str]:
@@ -168,11 +169,17 @@ def check_same_dataset(path: Path, previous: dict, source: str, fingerprint: str
 
 
 def compare_settings(path: Path, previous: dict, settings: dict) -> None:
+    previous = {"precision": _precision_before_it_was_recorded(previous), **previous}
     diffs = [f"{key}: {previous.get(key)!r} there, {settings[key]!r} now"
              for key in RESUME_KEYS if previous.get(key) != settings[key]]
     if diffs:
         raise FaceauditError(f"{path} was computed with other settings ({'; '.join(diffs)}); "
                              "use --overwrite to start over, or another output file")
+
+
+def _precision_before_it_was_recorded(previous: dict) -> str:
+    """Outputs written before ``precision`` was recorded ran fp32 on CPU and fp16 autocast on CUDA."""
+    return "fp16" if str(previous.get("device", "cpu")).startswith("cuda") else "fp32"
 
 
 def lock_output(output: Path):

@@ -17,6 +17,11 @@ from faceaudit.errors import FaceauditError
 from faceaudit.io.jsonl import format_jsonl_lines
 
 
+def error_rows(rows: Sequence[tuple[str, str]]) -> str:
+    """``path<TAB>reason`` lines of the errors file."""
+    return "".join(f"{escape_path(p)}\t{one_line(r)}\n" for p, r in rows)
+
+
 def _after_batch(lines_written: int) -> None:
     """Called after each batch is on disk; tests replace it to slow a run down."""
 
@@ -46,7 +51,7 @@ class Writer:
 
     def write_errors_now(self, rows: Sequence[tuple[str, str]]) -> None:
         if rows:
-            self.errors.write("".join(f"{escape_path(p)}\t{one_line(r)}\n" for p, r in rows))
+            self.errors.write(error_rows(rows))
             self._sync(self.errors)
             self.failed += len(rows)
 

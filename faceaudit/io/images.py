@@ -127,12 +127,12 @@ def normalize_batch(batch: torch.Tensor, scale: float = 1 / 255, mean: float | S
     """
     if batch.dtype != torch.uint8 or batch.ndim != 4:
         raise ValueError(f"expected a uint8 (N, H, W, C) batch, got {batch.dtype} {tuple(batch.shape)}")
-    x = batch.permute(0, 3, 1, 2).to(torch.float32)
+    x = batch.permute(0, 3, 1, 2).to(torch.float32)  # a new tensor: the steps below work in place
     divisor = _scale_divisor(scale)
-    x = x / divisor if divisor is not None else x * scale
+    x = x.div_(divisor) if divisor is not None else x.mul_(scale)
     channels = x.shape[1]
     if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
-        x = (x - float(mean)) / float(std)  # float32 arithmetic; no device tensors to build
+        x = x.sub_(float(mean)).div_(float(std))  # float32 arithmetic; no device tensors to build
     else:
         mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(-1)

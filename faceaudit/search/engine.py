@@ -4,14 +4,13 @@ float64 re-scoring.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from faceaudit.device import resolve_device
+from faceaudit.device import cuda_math, resolve_device
 from faceaudit.errors import FaceauditError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -39,15 +38,27 @@ def as_cosines(scores: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- plumbing
 
-def _check_inputs(queries, references, what: str = "search"):
-    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
-    r = np.ascontiguousarray(np.asarray(references, dtype=np.float32))
+def _as_matrix(x, device: torch.device) -> torch.Tensor:
+    """A float32 matrix on ``device``: numpy arrays are copied there once; tensors already there,
+    in float32 and contiguous, are used as they are (no copy)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=torch.float32).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32))).to(device)
+
+
+def _check_inputs(queries, references, what: str = "search", device: torch.device | None = None):
+    """Queries and references as float32 tensors on ``device`` (default CPU), checked."""
+    device = device or torch.device("cpu")
+    q, r = _as_matrix(queries, device), _as_matrix(references, device)
     if q.ndim != 2 or r.ndim != 2:
-        raise FaceauditError(f"{what}: queries and references must be 2-D arrays, got {q.shape} and {r.shape}")
+        raise FaceauditError(f"{what}: queries and references must be 2-D arrays, got {tuple(q.shape)} and "
+                             f"{tuple(r.shape)}")
     if len(r) == 0:
         raise FaceauditError(f"{what}: the reference set is empty")
     if len(q) == 0:
         raise FaceauditError(f"{what}: there are no queries")
+    if q.shape[1] == 0:
+        raise FaceauditError(f"{what}: the vectors have no dimensions")
     if q.shape[1] != r.shape[1]:
         raise FaceauditError(f"{what}: query vectors have {q.shape[1]} dimensions but reference vectors have "
                              f"{r.shape[1]}; they must come from the same model")
@@ -63,23 +74,37 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _error_bound(q: np.ndarray, r: np.ndarray, dtype: torch.dtype) -> float:
+def _row_stats(x: torch.Tensor, with_abs: bool) -> torch.Tensor:
+    """[largest float32 sum of squares of a row, largest |entry| (0 unless ``with_abs``)] of ``x``,
+    a slice of rows at a time (no temporary the size of ``x``) and, on a GPU, without waiting for it."""
+    if x.device.type == "cpu":  # numpy's kernels are the fast ones there
+        a = x.numpy()
+        big = max(float(a.max()), -float(a.min())) if with_abs else 0.0
+        return torch.tensor([np.einsum("ij,ij->i", a, a).max(), big], dtype=torch.float32)
+    stats = torch.zeros(2, dtype=torch.float32, device=x.device)
+    for start in range(0, len(x), 1 << 14):
+        part = x[start:start + (1 << 14)]
+        big = torch.maximum(part.max(), -part.min()) if with_abs else stats[1]
+        stats = torch.maximum(stats, torch.stack([(part * part).sum(dim=1).max(), big]))
+    return stats
+
+
+def _error_bound(q_sq: float, r_sq: float, d: int, dtype: torch.dtype) -> float:
     """A proven bound on |fast score - exact score| for any pair (any summation order).
 
+    ``q_sq``, ``r_sq``: the largest float32 sums of squares of a query and of a reference row.
     Inputs rounded to ``dtype`` (relative u, plus absolute error for subnormals),
     products and sums in float32 (gamma_d), output rounded to ``dtype``, and the
     exact score's own final rounding. Scaled by max |q| * max |r|.
     """
-    d = q.shape[1]
     u32 = _UNIT_ROUNDOFF[torch.float32]
     gamma = d * u32 / (1 - d * u32)
     # float32 sums of squares are within gamma of the truth: inflate to stay an upper bound
     inflate = math.sqrt(1 + 2 * gamma) * (1 + 2 * u32)
-    q_sq, r_sq = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", r, r)
-    if not (np.isfinite(q_sq).all() and np.isfinite(r_sq).all()):  # NaN/inf anywhere makes its row's sum so
+    if not (math.isfinite(q_sq) and math.isfinite(r_sq)):  # NaN/inf anywhere makes its row's sum so
         raise FaceauditError("search: vectors hold NaN or infinite (or overflowing) values")
-    qn = float(np.sqrt(q_sq.max())) * inflate
-    rn = float(np.sqrt(r_sq.max())) * inflate
+    qn = math.sqrt(q_sq) * inflate
+    rn = math.sqrt(r_sq) * inflate
     norm = qn * rn
     bound = gamma * norm + u32 * norm  # float32 accumulation + rounding of the exact score
     if dtype != torch.float32:
@@ -96,20 +121,9 @@ def _threshold_slack(dtype: torch.dtype) -> float:
     return 0.0 if dtype == torch.float32 else 4 * _UNIT_ROUNDOFF[dtype]
 
 
-@contextlib.contextmanager
 def strict_matmul():
     """No TF32 and no reduced-precision reductions: the error bound relies on float32 accumulation."""
-    cuda = torch.backends.cuda.matmul
-    saved = (cuda.allow_tf32, cuda.allow_fp16_reduced_precision_reduction,
-             cuda.allow_bf16_reduced_precision_reduction, torch.backends.cudnn.allow_tf32)
-    cuda.allow_tf32 = False
-    cuda.allow_fp16_reduced_precision_reduction = False
-    cuda.allow_bf16_reduced_precision_reduction = False
-    try:
-        yield
-    finally:
-        (cuda.allow_tf32, cuda.allow_fp16_reduced_precision_reduction,
-         cuda.allow_bf16_reduced_precision_reduction, torch.backends.cudnn.allow_tf32) = saved
+    return cuda_math(tf32=False, reduced_precision_reductions=False)
 
 
 def block_sizes(n_queries: int, n_references: int, memory_budget_bytes: int, dtype: torch.dtype = torch.float32,
@@ -129,26 +143,28 @@ class Engine:
     """Shared state of one search: device tensors, precision, error bound, blocking."""
 
     def __init__(self, queries, references, device, precision, memory_budget_bytes, progress, desc):
-        self.q_np, self.r_np = _check_inputs(queries, references, desc)
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         self.dtype = _resolve_precision(precision, self.device)
-        if self.dtype != torch.float32:
-            biggest = max(float(np.abs(self.q_np).max()), float(np.abs(self.r_np).max()))
-            if biggest > _MAX_FINITE_SAFE[self.dtype]:
-                raise FaceauditError(f"precision {precision}: vector entries up to {biggest:g} risk overflow; "
-                                     "normalise the vectors or use fp32")
+        if memory_budget_bytes is not None and memory_budget_bytes <= 0:
+            raise FaceauditError(f"memory budget must be > 0 bytes, got {memory_budget_bytes}")
+        # float32 copies on the device (none for tensors already there), read again by exact()
+        self.q32, self.r32 = _check_inputs(queries, references, desc, self.device)
+        # one host synchronisation for the statistics of both matrices
+        low = self.dtype != torch.float32
+        (q_sq, q_abs), (r_sq, r_abs) = torch.stack([_row_stats(self.q32, low), _row_stats(self.r32, low)]).tolist()
+        if low and max(q_abs, r_abs) > _MAX_FINITE_SAFE[self.dtype]:
+            raise FaceauditError(f"precision {precision}: vector entries up to {max(q_abs, r_abs):g} risk "
+                                 "overflow; normalise the vectors or use fp32")
         if memory_budget_bytes is None:
             memory_budget_bytes = DEFAULT_BUDGET_CUDA if self.device.type == "cuda" else DEFAULT_BUDGET_CPU
-        if memory_budget_bytes <= 0:
-            raise FaceauditError(f"memory budget must be > 0 bytes, got {memory_budget_bytes}")
-        self.n, self.m = len(self.q_np), len(self.r_np)
+        self.n, self.m = len(self.q32), len(self.r32)
         self.bq, self.br = block_sizes(self.n, self.m, memory_budget_bytes, self.dtype)
-        self.err = _error_bound(self.q_np, self.r_np, self.dtype)
+        self.err = _error_bound(q_sq, r_sq, self.q32.shape[1], self.dtype)
         self.slack = _threshold_slack(self.dtype)
         self.progress, self.desc = progress, desc
-        dev = self.device
-        self.q32 = torch.from_numpy(self.q_np).to(dev)
-        self.r32 = torch.from_numpy(self.r_np).to(dev)
+        # numpy views for the CPU's exact re-scoring (numpy's float64 kernels are the fast ones there)
+        self.q_np = self.q32.numpy() if self.device.type == "cpu" else None
+        self.r_np = self.r32.numpy() if self.device.type == "cpu" else None
         self.q = self.q32 if self.dtype == torch.float32 else self.q32.to(self.dtype)
         self.r = self.r32 if self.dtype == torch.float32 else self.r32.to(self.dtype)
 

@@ -59,53 +59,96 @@ class TopPairs:
 
 # ---------------------------------------------------------------- best match
 
+def _take_better(best, best_idx, rows, scores, ri) -> None:
+    """Merge one exact candidate per row of ``rows`` (a slice or index tensor) into the running
+    best: the higher score wins, then the lower reference index."""
+    cur, cur_idx = best[rows], best_idx[rows]
+    better = (scores > cur) | ((scores == cur) & (ri < cur_idx))
+    best[rows] = torch.where(better, scores, cur)
+    best_idx[rows] = torch.where(better, ri, cur_idx)
+
+
+def _absorb(best, best_idx, qi, local, ri, scores) -> None:
+    """Merge exact candidates (query ``qi[local]``, reference ``ri``, ``scores``) into the running best."""
+    big = torch.iinfo(torch.long).max
+    top = torch.full((len(qi),), -math.inf, dtype=torch.float32, device=scores.device)
+    top.scatter_reduce_(0, local, scores, reduce="amax")
+    at_top = scores == top[local]
+    low = torch.full((len(qi),), big, dtype=torch.long, device=scores.device)
+    low.scatter_reduce_(0, local[at_top], ri[at_top], reduce="amin")
+    has = low != big
+    _take_better(best, best_idx, qi[has], top[has], low[has])
+
+
+def _rescan_flagged(eng: Engine, best, best_idx, q0: int, flags) -> None:
+    """Scan the (rows, reference block) tiles flagged in the first pass, with the final best scores
+    as thresholds: every entry that can beat or tie them is re-scored exactly."""
+    rows, blocks = torch.nonzero(flags, as_tuple=True)  # the one host synchronisation of a query block
+    if not len(rows):
+        return
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
+    for block in torch.unique(blocks).tolist():
+        r0, r1 = block * eng.br, min((block + 1) * eng.br, eng.m)
+        flagged = rows[blocks == block] + q0
+        for start in range(0, len(flagged), eng.bq):
+            qi = flagged[start:start + eng.bq]
+            tile = eng.q[qi] @ eng.r[r0:r1].T
+            for local, cols in eng.scan_rows(tile, None, best[qi] - eng.err, max_pairs):
+                _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
+            del tile
+
+
+#: where flagged rows are scanned after the whole block of queries (a GPU: no host synchronisation
+#: per tile) rather than at once in the tile still in memory (a CPU, where waiting costs nothing)
+DEFER_RESCAN = {"cuda": True, "cpu": False}
+
+
+def _best_on_device(eng: Engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact best score and reference index of every query, as device tensors.
+
+    Each row's fast maximum in a tile is re-scored exactly and merged, and the row is flagged
+    when another entry of the tile comes within the error bound of the best exact score so far
+    (usually none does). Flagged rows are scanned for every entry that can beat or tie the best:
+    on CUDA once per block of queries, so the pass over the tiles never waits for the GPU.
+    """
+    dev, defer = eng.device, DEFER_RESCAN.get(eng.device.type, True)
+    best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
+    best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
+    n_blocks = math.ceil(eng.m / eng.br)
+    flags = None
+    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
+    with torch.inference_mode(), strict_matmul():
+        for q0, q1, r0, r1 in eng.blocks():
+            if defer and r0 == 0:
+                flags = torch.zeros((q1 - q0, n_blocks), dtype=torch.bool, device=dev)
+            tile = eng.tile(q0, q1, r0, r1)
+            fast_arg = tile.argmax(dim=1)
+            ri = fast_arg + r0
+            qi = torch.arange(q0, q1, device=dev)
+            _take_better(best, best_idx, slice(q0, q1), eng.exact(qi, ri), ri)
+            tile.scatter_(1, fast_arg[:, None], -math.inf)  # the runner-up decides whether to look again
+            thr = best[q0:q1] - eng.err
+            flagged = tile.amax(dim=1).float() >= thr
+            if defer:
+                flags[:, r0 // eng.br] = flagged
+            else:
+                for local, cols in eng.scan_rows(tile, torch.nonzero(flagged).squeeze(1), thr, max_pairs):
+                    _absorb(best, best_idx, qi, local, cols + r0, eng.exact(qi[local], cols + r0))
+            del tile
+            if defer and r1 == eng.m:
+                _rescan_flagged(eng, best, best_idx, q0, flags)
+    return best, best_idx
+
+
 def best_match(queries, references, *, device: str | torch.device = "auto", precision: str = "fp32",
                memory_budget_bytes: int | None = None, progress: bool = True,
                desc: str = "best match") -> BestMatches:
-    """The exact highest score of each query over all references and its index (lowest index on ties)."""
-    eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    best = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
-    best_idx = torch.full((eng.n,), -1, dtype=torch.long, device=dev)
-    err = eng.err
-    max_pairs = max(eng.bq * eng.br // 8, 1 << 12)
-    big = torch.iinfo(torch.long).max
+    """The exact highest score of each query over all references and its index (lowest index on ties).
 
-    def absorb(q0, q1, r0, rows, cols):
-        """Re-score candidate pairs exactly and merge: higher score wins, then lower reference index."""
-        ri = cols + r0
-        scores = eng.exact(rows + q0, ri)
-        top = torch.full((q1 - q0,), -math.inf, dtype=torch.float32, device=dev)
-        top.scatter_reduce_(0, rows, scores, reduce="amax")
-        at_top = scores == top[rows]
-        low = torch.full((q1 - q0,), big, dtype=torch.long, device=dev)
-        low.scatter_reduce_(0, rows[at_top], ri[at_top], reduce="amin")
-        cur, cur_idx = best[q0:q1], best_idx[q0:q1]
-        better = (low != big) & ((top > cur) | ((top == cur) & (low < cur_idx)))
-        best[q0:q1] = torch.where(better, top, cur)
-        best_idx[q0:q1] = torch.where(better, low, cur_idx)
-
-    with torch.inference_mode(), strict_matmul():
-        for q0, q1, r0, r1 in eng.blocks():
-            tile = eng.tile(q0, q1, r0, r1)
-            fast_max, fast_arg = tile.max(dim=1)
-            row_max = fast_max.float()
-            # an entry can beat (or tie) the winner only if its fast score is within the bounds
-            thr = torch.maximum(best[q0:q1] - err, row_max - 2 * err)
-            live = row_max >= thr
-            # usually the row maximum is the only candidate: look at the runner-up to be sure
-            ar = torch.arange(q1 - q0, device=dev)
-            tile[ar, fast_arg] = -math.inf
-            second = tile.amax(dim=1).float()
-            multi = live & (second >= thr)
-            single = torch.nonzero(live & ~multi).squeeze(1)
-            if single.numel():
-                absorb(q0, q1, r0, single, fast_arg[single])
-            if bool(multi.any()):
-                tile[ar, fast_arg] = fast_max
-                for rows, cols in eng.scan_rows(tile, torch.nonzero(multi).squeeze(1), thr, max_pairs):
-                    absorb(q0, q1, r0, rows, cols)
-            del tile
+    ``queries``, ``references``: numpy arrays, or torch tensors (already on the device: no copy).
+    """
+    best, best_idx = _best_on_device(Engine(queries, references, device, precision, memory_budget_bytes,
+                                            progress, desc))
     return BestMatches(best.cpu().numpy(), best_idx.cpu().numpy())
 
 
@@ -129,36 +172,53 @@ def top_pairs(queries, references, k: int, *, positive_only: bool = False, devic
     """The ``k`` highest-scoring (query, reference) pairs, exact, best first.
 
     With ``positive_only`` only pairs with a score > 0 count (fewer than ``k`` may remain),
-    as in the paper's ``find_closest.py``.
+    as in the paper's ``find_closest.py``. Two passes: the fast maximum of every query's row
+    (a matmul and a max per tile, nothing else, no host synchronisation); then, as the ``k``
+    rows with the largest maxima hold ``k`` pairs scoring at least the k-th of them (less the
+    error bound), only the few rows that can reach that are searched again, for every pair
+    that can, and those pairs are re-scored exactly.
     """
     if int(k) <= 0:
         raise FaceauditError(f"top-K: K must be > 0, got {k}")
     k = int(k)
     eng = Engine(queries, references, device, precision, memory_budget_bytes, progress, desc)
-    dev = eng.device
-    err = eng.err
+    dev, err = eng.device, eng.err
+    row_max = torch.full((eng.n,), -math.inf, dtype=torch.float32, device=dev)
     empty_f = torch.empty(0, dtype=torch.float32, device=dev)
     empty_l = torch.empty(0, dtype=torch.long, device=dev)
     state = (empty_f, empty_l, empty_l)
     max_pairs = max(eng.bq * eng.br // 8, 1 << 12, 4 * k)
-    floor = -math.inf if not positive_only else -err
     with torch.inference_mode(), strict_matmul():
         for q0, q1, r0, r1 in eng.blocks():
             tile = eng.tile(q0, q1, r0, r1)
-            row_max = tile.amax(dim=1).float()
-            kth = state[0][-1].item() if len(state[0]) == k else -math.inf
-            bound = max(kth - err, floor)
-            if row_max.numel() >= k:  # k entries of this tile are >= the k-th row maximum
-                bound = max(bound, torch.topk(row_max, k).values[-1].item() - 2 * err)
-            thr = torch.full_like(row_max, bound)
-            for rows, cols in eng.scan_rows(tile, torch.nonzero(row_max >= thr).squeeze(1), thr, max_pairs):
-                qi, ri = rows + q0, cols + r0
-                scores = eng.exact(qi, ri)
-                if positive_only:
-                    keep = scores > 0
-                    scores, qi, ri = scores[keep], qi[keep], ri[keep]
-                state = _merge_top(state, scores, qi, ri, k)
+            row_max[q0:q1] = torch.maximum(row_max[q0:q1], tile.amax(dim=1).float())
             del tile
+        # every pair of the top K scores at least `floor` (exactly), so at least `floor - err` (fast)
+        floor = float(torch.topk(row_max, k).values[-1]) - err if eng.n >= k else -math.inf
+        if positive_only:
+            floor = max(floor, 0.0)
+        rows = torch.nonzero(row_max >= floor - err).squeeze(1)
+        rows = rows[torch.argsort(row_max[rows], descending=True, stable=True)]  # likeliest first
+        width = max(eng.br, eng.bq * eng.br // max(min(len(rows), eng.bq), 1))  # few rows: wide tiles
+        for start in range(0, len(rows), eng.bq):
+            qi = rows[start:start + eng.bq]
+            if len(state[0]) == k:  # no pair of a row whose fast maximum is below the k-th best - err can enter
+                qi = qi[row_max[qi] >= state[0][-1] - err]
+                if not len(qi):
+                    break
+            for r0 in range(0, eng.m, width):
+                r1 = min(r0 + width, eng.m)
+                tile = eng.q[qi] @ eng.r[r0:r1].T
+                kth = state[0][-1].item() if len(state[0]) == k else -math.inf
+                thr = torch.full((len(qi),), max(floor, kth) - err, dtype=torch.float32, device=dev)
+                for local, cols in eng.scan_rows(tile, None, thr, max_pairs):
+                    q_idx, r_idx = qi[local], cols + r0
+                    scores = eng.exact(q_idx, r_idx)
+                    if positive_only:
+                        keep = scores > 0
+                        scores, q_idx, r_idx = scores[keep], q_idx[keep], r_idx[keep]
+                    state = _merge_top(state, scores, q_idx, r_idx, k)
+                del tile
     s, q, r = state
     return TopPairs(s.cpu().numpy(), q.cpu().numpy(), r.cpu().numpy())
 
