@@ -10,11 +10,12 @@ import argparse
 from typing import Sequence
 
 from faceaudit.version import __version__
-from faceaudit.cli import cluster, demo, embed, identify, leakage, models, paper, variability, verification
+from faceaudit.cli import (cluster, demo, embed, identify, leakage, models, paper, train, variability,
+                           verification)
 from faceaudit.cli.common import cosine_type, non_negative_int, positive_int, run_guarded, seed_type
 from faceaudit.cli.paper_scripts import casia_script_parser, run_pair_script
 
-COMMAND_GROUPS = (embed, variability, verification, leakage, identify, paper, cluster, models, demo)
+COMMAND_GROUPS = (embed, variability, verification, leakage, identify, paper, cluster, train, models, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

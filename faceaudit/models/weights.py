@@ -91,9 +91,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Only plain tensors and containers are unpickled (``weights_only=True``).
     """
     path = Path(path)
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # torch.save: a zip, or a pickle
+    if not is_torch_save(path):
         raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: it is neither the zip archive nor "
                              f"the pickle that torch.save writes")
     if _is_torchscript(path):  # torch.load would hand it to torch.jit.load: refuse instead
@@ -129,6 +127,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if len(state) != len(obj):
         raise FaceauditError(f"{str(path)!r}: keys collide once the {PREFIX!r} prefix is stripped")
     return state
+
+
+def is_torch_save(path: Path) -> bool:
+    """A file ``torch.save`` wrote: a zip archive, or a pickle."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    return magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -294,6 +299,9 @@ def load_model(name: str, weights_path: str | Path | None, device: str | torch.d
             # a tensor outside the state_dict (a non-persistent buffer) was left unset: build for real
             model = spec.build()
             sha = load_weights(model, path, spec.name)
+    elif is_torch_save(path):  # "onnx" weights fine-tuned and saved as this module's state_dict (faceaudit train)
+        model, dim = spec.build(), spec.embedding_dim
+        sha = load_weights(model, path, spec.name)
     else:  # "onnx": tensors read from the graph's initializers (faceaudit.models.onnx_weights)
         from faceaudit.models.onnx_weights import load_onnx_weights
         model, dim = spec.build(), spec.embedding_dim
