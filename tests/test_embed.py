@@ -403,6 +403,24 @@ def test_resume_after_kill_or_ctrl_c(tmp_path, folder, weights, how):
     assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["count"] == 12
 
 
+def test_ctrl_c_while_the_last_batches_are_written_keeps_them_and_says_so(tmp_path, folder, weights, monkeypatch):
+    from faceaudit.embed.writer import Writer
+    from faceaudit.errors import Interrupted
+
+    close = Writer.close
+
+    def close_then_ctrl_c(self, discard=False):  # every batch handed over; Ctrl-C while they are written
+        close(self, discard)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Writer, "close", close_then_ctrl_c)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(Interrupted, match="12 embeddings are kept") as caught:
+        embed_dataset(folder, out, weights=weights, **FAST)
+    assert "run the same command again to resume" in str(caught.value)
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["count"] == 12
+
+
 def test_two_runs_on_one_output_are_refused(tmp_path, folder, weights):
     from faceaudit.embed.resume import lock_output as _lock
 

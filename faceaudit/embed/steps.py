@@ -154,6 +154,8 @@ def embed_part(job: Job, todo: Sequence[str], stream: Path, errors: Path, *, loc
     finally:
         try:
             writer.close(discard=not finished)
+        except KeyboardInterrupt:  # Ctrl-C while the last batches were being written
+            part.interrupted = True
         finally:
             part.embedded, part.failed = writer.written, writer.failed
             part.seconds = time.perf_counter() - started

@@ -41,6 +41,8 @@ class Writer:
         self.failed = 0
         self.failure: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=8)
+        # set as the thread ends; close() waits on it, not on a Thread.join() that a Ctrl-C can cut short
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faceaudit-embed-writer", daemon=True)
         self._thread.start()
 
@@ -61,6 +63,12 @@ class Writer:
         self._queue.put((identities, names, vectors, errors))
 
     def _run(self) -> None:
+        try:
+            self._write_queued()
+        finally:
+            self._stopped.set()
+
+    def _write_queued(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
@@ -97,9 +105,9 @@ class Writer:
             self._discard_queued()
         self._queue.put(None)
         interrupted = False
-        while self._thread.is_alive():
+        while not self._stopped.is_set():
             try:
-                self._thread.join(0.1)
+                self._stopped.wait(0.1)
             except KeyboardInterrupt:
                 interrupted = True
                 self._discard_queued()
