@@ -418,6 +418,8 @@ def test_ctrl_c_while_the_last_batches_are_written_keeps_them_and_says_so(tmp_pa
     with pytest.raises(Interrupted, match="12 embeddings are kept") as caught:
         try:
             embed_dataset(folder, out, weights=weights, **FAST)
+        except Interrupted:
+            raise
         except KeyboardInterrupt:
             pytest.fail("a bare KeyboardInterrupt escaped: the kept embeddings were not reported")
     assert "run the same command again to resume" in str(caught.value)
