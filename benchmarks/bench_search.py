@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                                                           memory_budget_bytes=budget, progress=False), device)
                           for _ in range(args.repeat))
             results[precision]["best_from_numpy"] = t_numpy
-            row(f"  the same from numpy arrays (+ the copy to the GPU)", t_numpy, t_raw_best)
+            row("  the same from numpy arrays (+ the copy to the GPU)", t_numpy, t_raw_best)
         row(f"raw {precision} matmul + top-{k}", t_raw_top)
         row(f"faceaudit top_pairs K={k} ({precision}, exact)", t_top, t_raw_top)
 
