@@ -349,7 +349,8 @@ def test_truncate_helpers(tmp_path):
 # behind it (SIGKILL simply ends the run while it waits): exactly 4 lines are kept, however
 # slow or loaded the machine is.
 SLOW_RUN = """
-import sys, threading
+import signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite started with '&' passes SIGINT on as ignored
 import faceaudit.embed.writer as embed
 from faceaudit import cli
 discarded = threading.Event()
