@@ -67,6 +67,15 @@ def test_demo_on_orl_flags_exactly_the_leaked_people(tmp_path, monkeypatch):
                  "leakage/synthetic_identity_flags.csv", "leakage/synthetic_Top20Global_150.json"):
         assert (out / name).stat().st_size > 0, name
     assert len(list((out / "leakage").glob("comparison_*.png"))) == 1
+    # the network recognises the synthetic people: verification, identification, clustering
+    recognition = report["recognition"]
+    assert recognition["verification_accuracy"][0] >= 0.98
+    assert recognition["rank_accuracy"]["1"] == 1.0
+    clusters = recognition["clustering"]
+    assert (clusters["clusters"], clusters["identities"]) == (30, 30) and clusters["nmi"] == pytest.approx(1.0)
+    for name in ("Verification/synthetic_ROC.png", "Identification/synthetic_cmc.png",
+                 "Clustering/synthetic_graph_projection.png"):
+        assert (out / "recognition" / name).stat().st_size > 0, name
     with open(out / "leakage" / "synthetic_identity_flags.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     flagged = [float(r["max_similarity"]) for r in rows if r["flagged"] == "True"]
