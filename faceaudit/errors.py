@@ -16,3 +16,8 @@ class FaceauditWarning(UserWarning):
 
 class Interrupted(KeyboardInterrupt):
     """A Ctrl-C that a stage caught to say what it kept; the message is shown as it is."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

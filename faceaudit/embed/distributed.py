@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from faceaudit.embed.resume import (ERRORS_HEADER, OutputFiles, compare_settings, line_key, lock_output,
+from faceaudit.embed.resume import (ERRORS_HEADER, OutputFiles, line_key, lock_output,
                                     read_done_keys, read_error_paths, truncate_to_last_newline, unescape_path,
                                     unlock_output)
-from faceaudit.embed.steps import Job, Part, embed_part, finish, kept_message, now, prepare, remove
+from faceaudit.embed.steps import Job, Part, embed_part, finish, finished_npz, kept_message, now, prepare, remove
 from faceaudit.embed.writer import error_rows
 from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.io.files import read_json, write_json
@@ -151,11 +151,8 @@ def _setup(job: Job, ranks: Ranks, overwrite: bool):
                                  "or use --overwrite")
         _cut_back(files.stream, int(manifest["stream_bytes"]))
         _cut_back(files.errors, int(manifest["errors_bytes"]))
-    elif files.is_npz and files.output.exists() and not files.stream.exists():
-        previous = _npz_metadata(files.output)
-        compare_settings(files.output, previous, job.settings)
-        return None, {"output": str(files.output), "complete": True, "embedded": 0, "total": previous.get("count"),
-                      "errors": 0, "already_complete": True}
+    elif (done := finished_npz(job)) is not None:
+        return None, done
     prep = prepare(job)
     todo = prep.plan.todo
     if manifest is not None and manifest.get("todo_sha256") != _digest(todo):
@@ -170,12 +167,6 @@ def _setup(job: Job, ranks: Ranks, overwrite: bool):
                           "todo_sha256": _digest(todo), "stream_bytes": _size(files.stream),
                           "errors_bytes": _size(files.errors), "merged": False, "created": now()})
     return prep, {"todo": todo}
-
-
-def _npz_metadata(path: Path) -> dict:
-    from faceaudit.io.embeddings import load_embeddings
-
-    return load_embeddings(path).metadata
 
 
 def _append(path: Path, data: bytes) -> None:

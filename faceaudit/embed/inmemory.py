@@ -61,14 +61,14 @@ def embed_images(paths: Sequence[str | os.PathLike], arch: str = "sface", weight
         raise FaceauditError(f"{paths[missing[0]]}: image not found"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     torch_device = resolve_device(device)
-    spec = models.get_spec(arch)
     aligner = None
     if align not in (None, "", "none"):
         from faceaudit.faces import create_aligner
         aligner = create_aligner(align, Path(models_dir))
     model, info = models.load_model(arch, weights, torch_device, models_dir)
+    spec = models.get_spec(arch).with_preprocessing(info)  # --arch onnx: read from its file
     embedder = Embedder(model, spec, torch_device, flip_tta=flip_tta)
-    vectors = np.full((len(paths), int(info.get("embedding_dim") or spec.embedding_dim)), np.nan, dtype=np.float32)
+    vectors = np.full((len(paths), spec.embedding_dim), np.nan, dtype=np.float32)
     errors: dict[int, str] = {}
     for start in range(0, len(paths), batch_size):
         rows, batch = [], []

@@ -46,10 +46,9 @@ from typing import Callable
 
 from faceaudit import checks
 from faceaudit.embed import distributed
-from faceaudit.embed.resume import OutputFiles, compare_settings, lock_output, unlock_output
-from faceaudit.embed.steps import Job, run_one_process
+from faceaudit.embed.resume import OutputFiles, lock_output, unlock_output
+from faceaudit.embed.steps import Job, finished_npz, run_one_process
 from faceaudit.errors import FaceauditError
-from faceaudit.io.embeddings import load_embeddings
 
 
 def _settings(arch: str, info: dict, spec, flip_tta: bool, align: str | None, decimals, precision: str) -> dict:
@@ -155,14 +154,11 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
             files.remove_all()
             distributed.remove_parts(files)
         distributed.refuse_unmerged_parts(files)
-        # a finished .npz: nothing left to do when it was made the same way
-        if files.is_npz and files.output.exists() and not files.stream.exists():
-            previous = load_embeddings(files.output).metadata
-            compare_settings(files.output, previous, job.settings)
-            log(f"{files.output} is complete ({previous.get('count', '?')} embeddings); "
+        done = finished_npz(job)  # a finished .npz made the same way: nothing left to do
+        if done is not None:
+            log(f"{files.output} is complete ({done['total'] if done['total'] is not None else '?'} embeddings); "
                 "use --overwrite to compute it again")
-            return {"output": str(files.output), "complete": True, "embedded": 0,
-                    "total": previous.get("count"), "errors": 0, "already_complete": True}
+            return done
         return run_one_process(job, lock.fileno())
     finally:
         unlock_output(lock)

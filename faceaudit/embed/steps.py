@@ -17,12 +17,13 @@ import torch
 
 from faceaudit.embed.embedder import Embedder, default_threads
 from faceaudit.embed.reader import ImageDataset, Plan, collate_images, default_workers, plan_work, worker_init
-from faceaudit.embed.resume import (OutputFiles, check_resume, check_same_dataset, read_done_keys,
+from faceaudit.embed.resume import (OutputFiles, check_resume, check_same_dataset, compare_settings, read_done_keys,
                                     read_error_paths, truncate_to_last_newline)
 from faceaudit.embed.writer import Writer
 from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.io.embeddings import load_embeddings, save_embeddings
 from faceaudit.io.files import write_json
+from faceaudit.io.npz import read_npz_metadata
 
 
 @dataclass
@@ -207,6 +208,17 @@ def kept_message(count: int, where: Path) -> str:
     if not count:
         return "interrupted before any embedding was written"
     return f"interrupted; {count:,} embeddings are kept in {where}: run the same command again to resume"
+
+
+def finished_npz(job: Job) -> dict | None:
+    """The summary of an ``.npz`` output already finished with the same settings (nothing to do), else None."""
+    files = job.files
+    if not (files.is_npz and files.output.exists() and not files.stream.exists()):
+        return None
+    previous = read_npz_metadata(files.output)
+    compare_settings(files.output, previous, job.settings)
+    return {"output": str(files.output), "complete": True, "embedded": 0, "total": previous.get("count"),
+            "errors": 0, "already_complete": True}
 
 
 def run_one_process(job: Job, lock_fd: int | None) -> dict:

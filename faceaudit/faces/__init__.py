@@ -41,12 +41,9 @@ def create_aligner(name: str, models_dir: str | os.PathLike = "Models") -> FaceA
     if not path.is_file():
         raise FaceauditError(f"--align {key} needs {path}; get it with: faceaudit models fetch {key}"
                              f"{'' if Path(models_dir) == Path('Models') else f' --models-dir {models_dir}'}")
-    try:
-        import onnxruntime  # noqa: F401, PLC0415
-    except ImportError:
-        from faceaudit.models.onnx_weights import ORT_MISSING
+    from faceaudit.models.onnx_weights import import_onnxruntime
 
-        raise FaceauditError(ORT_MISSING.format(what=f"--align {key}")) from None
+    import_onnxruntime(f"--align {key}")  # the one-line error before any image is read
     aligner = aligner_class(path)
     aligner.detector.check()
     return aligner

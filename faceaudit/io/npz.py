@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, first_line
 
 STRING_KEYS = ("identities", "image_names")
 #: a string array may take at most this many times the file's size in memory, plus the slack
@@ -22,17 +22,26 @@ _EXPANSION_LIMIT, _EXPANSION_SLACK = 16, 64 << 20
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(raw vectors, identities, image names, metadata) of an ``.npz`` embedding file."""
+    return _read(path, with_arrays=True)
+
+
+def read_npz_metadata(path: Path) -> dict:
+    """Only the metadata of an ``.npz`` embedding file (the arrays are not read)."""
+    return _read(path, with_arrays=False)[3]
+
+
+def _read(path: Path, with_arrays: bool):
     if not zipfile.is_zipfile(path):
         raise FaceauditError(f"{path}: not an .npz file (an .npz is a zip of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            vectors = _numeric(path, data, "vectors")
-            labels = [_strings(path, data, key) for key in STRING_KEYS]
+            vectors = _numeric(path, data, "vectors") if with_arrays else None
+            labels = [_strings(path, data, key) if with_arrays else None for key in STRING_KEYS]
             metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
     except FaceauditError:
         raise
     except Exception as exc:  # BadZipFile, pickled object arrays, truncated files, bad JSON
-        raise FaceauditError(f"{path}: not a readable .npz embedding file ({_first_line(exc)})") from None
+        raise FaceauditError(f"{path}: not a readable .npz embedding file ({first_line(exc)})") from None
     if not isinstance(metadata, dict):
         raise FaceauditError(f"{path}: 'metadata' must be a JSON object, got {type(metadata).__name__}")
     return vectors, labels[0], labels[1], metadata
@@ -89,7 +98,3 @@ def write_npz(out, vectors: np.ndarray, identities: np.ndarray, image_names: np.
             arrays[f"{key}_utf8"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
             arrays[f"{key}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded])]).astype(np.int64)
     np.savez(out, **arrays)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceaudit.errors import FaceauditError, FaceauditWarning
+from faceaudit.errors import FaceauditError, FaceauditWarning, first_line
 from faceaudit.models.onnx_weights import import_onnxruntime, onnxruntime_session, read_onnx_model
 from faceaudit.models.registry import ModelSpec, register
 
@@ -114,7 +114,7 @@ def load_onnx_runtime_model(path: str | os.PathLike, device: torch.device,
     try:
         outputs = session.run(None, {session.get_inputs()[0].name: probe})
     except Exception as exc:  # onnxruntime's errors: wrong sizes, a batch fixed to 1 inside the graph, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise FaceauditError(f"{path}: fails on a batch of two {height}x{width} images ({reason[:200]}); "
                              "--input-size may help") from None
     names = [o.name for o in session.get_outputs()]

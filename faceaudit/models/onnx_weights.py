@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, first_line
 
 ONNX_MISSING = ("the 'onnx' package is needed to read {what}; "
                 "install it with: pip install 'faceaudit[onnx]' (or: pip install onnx)")
@@ -40,12 +40,7 @@ def read_onnx_model(path: str | os.PathLike, what: str = "ONNX weight files"):
     try:
         return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise FaceauditError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def read_initializers(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -155,4 +150,4 @@ def onnxruntime_session(path: str | os.PathLike, *, what: str = "running an ONNX
         return ort.InferenceSession(model.SerializeToString(), options,
                                     providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own errors: an invalid graph, an unknown operator, ...
-        raise FaceauditError(f"{path}: onnxruntime cannot run it ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise FaceauditError(f"{path}: onnxruntime cannot run it ({type(exc).__name__}: {first_line(exc)})") from None

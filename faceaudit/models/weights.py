@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from faceaudit.errors import FaceauditError
+from faceaudit.errors import FaceauditError, first_line
 from faceaudit.models.registry import ModelSpec, get_spec, list_specs
 
 #: keys under which checkpoints commonly nest the state_dict, tried in this order
@@ -80,11 +80,6 @@ def _check_file(path: str | Path | None, spec: ModelSpec | None, models_dir: str
     return path
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped, with ``module.`` prefixes stripped.
 
@@ -102,16 +97,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         raise FaceauditError(
             f"refused to load {str(path)!r}: it holds Python objects other than tensors, and unpickling "
-            f"them could run code (torch.load weights_only=True said: {_first_line(exc)}); "
+            f"them could run code (torch.load weights_only=True said: {first_line(exc)}); "
             f"save the model's state_dict instead") from None
     except RuntimeError as exc:
         if "TorchScript" in str(exc):
             raise FaceauditError(f"{str(path)!r} is a TorchScript file, not a state_dict: "
                                  f"load it with --arch torchscript") from None
-        raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: {_first_line(exc)}") from None
+        raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: {first_line(exc)}") from None
     except Exception as exc:  # truncated files, wrong formats, ...
         raise FaceauditError(f"cannot read {str(path)!r} as PyTorch weights: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
 
     while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         inner = next((key for key in WRAPPER_KEYS if key in obj and isinstance(obj[key], Mapping)), None)
@@ -224,7 +219,7 @@ def load_weights(model: torch.nn.Module, path: str | Path, arch_name: str) -> st
     try:
         model.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied
-        raise FaceauditError(f"cannot load {str(path)!r} into {arch_name}: {_first_line(exc)}") from None
+        raise FaceauditError(f"cannot load {str(path)!r} into {arch_name}: {first_line(exc)}") from None
     return sha256_file(path)
 
 
@@ -242,7 +237,7 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
             model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:
         raise FaceauditError(f"cannot load {str(path)!r} as TorchScript (torch.jit.save): "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     model.eval()
     height, width = spec.input_size
     try:
@@ -250,7 +245,7 @@ def _load_torchscript(path: Path, spec: ModelSpec, device: torch.device) -> tupl
             out = model(torch.zeros(1, 3, height, width, device=device))
     except Exception as exc:
         raise FaceauditError(f"TorchScript model {str(path)!r} fails on a 1x3x{height}x{width} input: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+                             f"{type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FaceauditError(f"TorchScript model {str(path)!r} must return a (batch, D) tensor, "
