@@ -60,7 +60,7 @@ def timed_pair(raw, ours, device, repeat):
 def raw_searches(Q, R, k, budget, dtype):
     """Raw matmul + max and matmul + top-K over the tiles the blocked search uses in ``dtype``."""
     n, m = len(Q), len(R)
-    bq, br = search.block_sizes(n, m, budget, dtype)
+    bq, br = search.block_sizes(n, m, budget, dtype, Q.device.type)
     tiles = [(q0, min(q0 + bq, n), r0, min(r0 + br, m)) for q0 in range(0, n, bq) for r0 in range(0, m, br)]
     q, r = Q.to(dtype), R.to(dtype)
 

@@ -160,7 +160,7 @@ def check_same_dataset(path: Path, previous: dict, source: str, fingerprint: str
     same image names and sizes is the same dataset moved (returns a note saying so).
     """
     before = previous.get("source")
-    if before is None or before == source:
+    if before is None or Path(before).resolve() == Path(source):  # older outputs kept the path as typed
         return None
     if previous.get("source_fingerprint") == fingerprint:
         return f"the dataset moved from {before} to {source}; resuming"

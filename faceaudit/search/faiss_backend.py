@@ -19,7 +19,6 @@ from faceaudit.errors import FaceauditError, FaceauditWarning
 from faceaudit.search.backend import Index, IndexOptions, check_queries, rescore
 from faceaudit.search.exact import Neighbours
 
-KINDS = ("faiss-flat", "faiss-ivf", "faiss-hnsw")
 _ADD_ROWS = 1 << 16           # rows added at a time: a memory-mapped shard is read piece by piece
 _MIN_ROWS_PER_LIST = 39       # FAISS's k-means warns below 39 training rows per list
 _TRAIN_ROWS_PER_LIST = 256    # ... and uses at most 256 per list (fewer, or fewer than its 25 iterations,

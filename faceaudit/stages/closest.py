@@ -53,6 +53,8 @@ def closest_pairs(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, to
                                            precision=precision, memory_budget_bytes=memory_budget_bytes,
                                            progress=progress)
     else:
+        options = options or search.IndexOptions(device=device, precision=precision, seed=seed,
+                                                 memory_budget_bytes=memory_budget_bytes, progress=progress)
         found = search.top_pairs_index(index, query.vectors[picked], reference.vectors,
                                        min(int(top), len(reference)), positive_only=positive_only, options=options)
     if len(found) < top:

@@ -39,6 +39,7 @@ from faceaudit.stages.variability import dataset_stem
 
 DEFAULT_RANKS = (1, 5, 10)
 DEFAULT_CMC_RANKS = 100
+MAX_CANDIDATE_BYTES = 4 << 30  # approximate indexes: the largest candidate lists kept for ranks
 TIE_RULE = ("rank = 1 + the number of other gallery identities whose best image scores >= the mated "
             "identity's best image (ties count against the probe, as bob.measure)")
 
@@ -107,6 +108,11 @@ def _mated_ranks(index, probes, mated_codes, gallery, gallery_codes, cmc_ranks, 
         return found.scores, found.ranks
     first, count = identity_runs(gallery_codes)
     depth = min(len(gallery), (cmc_ranks - 1) * int(count.max()) + 1)
+    need = len(probes) * depth * 12  # the candidate lists: float32 scores and int64 rows
+    if need > MAX_CANDIDATE_BYTES:
+        raise FaceauditError(f"--index {index}: ranks up to --cmc-ranks {cmc_ranks} need {depth:,} candidates per "
+                             f"probe (an identity has {int(count.max()):,} gallery images), {need / 2**30:.1f} GiB "
+                             f"for {len(probes):,} probes; lower --cmc-ranks, or use --index exact")
     found = search.search_index(index, probes, gallery.vectors, depth, options)
     labels = np.where(found.indices >= 0, gallery_codes[np.maximum(found.indices, 0)], -1)
     return (exact_mated_scores(probes, mated_codes, gallery.vectors, first, count),

@@ -119,6 +119,8 @@ def best_matches(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, n_c
                                             device=device, precision=precision,
                                             memory_budget_bytes=memory_budget_bytes, progress=progress)
         return BestMatchResult(picked, search.as_cosines(found.scores), found.indices)
+    options = options or search.IndexOptions(device=device, precision=precision, seed=seed,
+                                             memory_budget_bytes=memory_budget_bytes, progress=progress)
     found = search.best_match_index(index, query.vectors[picked], reference.vectors, options)
     hit = found.indices >= 0
     if not hit.all():
@@ -129,10 +131,11 @@ def best_matches(query: EmbeddingSet, reference: EmbeddingSet | ShardSet, *, n_c
 
 def best_match_rows(result: BestMatchResult, query: EmbeddingSet, reference: EmbeddingSet) -> Iterable[list]:
     """Rows of the paper's Best_Matches CSV (:data:`BEST_MATCH_COLUMNS`); scores as float32 widened to float."""
-    for qi, score, ri in zip(result.sample_indices.tolist(), result.scores.tolist(),
-                             result.reference_indices.tolist()):
-        yield [qi, query.identities[qi], query.image_names[qi], ri, reference.identities[ri],
-               reference.image_names[ri], repr(float(score))]
+    qi, ri = result.sample_indices, result.reference_indices
+    columns = (qi.tolist(), query.identities[qi].tolist(), query.image_names[qi].tolist(), ri.tolist(),
+               reference.identities[ri].tolist(), reference.image_names[ri].tolist(),
+               [repr(float(s)) for s in result.scores.tolist()])  # gathered once: shards answer arrays fast
+    return (list(row) for row in zip(*columns))
 
 
 def write_best_matches_csv(path: str | os.PathLike, result: BestMatchResult, query: EmbeddingSet,
