@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from faceaudit import checks
+from faceaudit.embed.resume import ERRORS_HEADER
+from faceaudit.embed.writer import error_rows
 from faceaudit.errors import FaceauditError, Interrupted
 from faceaudit.io.checkpoint import fingerprint
 from faceaudit.io.files import atomic_write, read_json, write_csv, write_json
@@ -154,8 +156,8 @@ def evaluate(backbone, spec, device, faces: np.ndarray, sets) -> dict:
     try:
         for es in sets:
             row.update(set_numbers(embedder, faces, es))
-    finally:
-        backbone.train()
+    finally:  # the Embedder may have changed the layout (plain NCHW for fp32 on CUDA): training's again
+        backbone.train().to(memory_format=torch.channels_last)
     if sets:
         row["eer_gap"] = row["val_eer"] - row["train_eer"]
     return row
@@ -164,9 +166,9 @@ def evaluate(backbone, spec, device, faces: np.ndarray, sets) -> dict:
 def _write_split(run_dir: Path, faces: Faces, split) -> None:
     side = np.where(split.labels >= 0, "train", "val")
     write_csv(run_dir / "split.csv", ("member", "identity", "split"), zip(faces.members, faces.identities, side))
-    if faces.errors:
-        with open(run_dir / "errors.tsv", "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write("path\treason\n" + "".join(f"{m}\t{' '.join(r.split())}\n" for m, r in faces.errors))
+    if faces.errors:  # the format of faceaudit embed's errors file
+        with atomic_write(run_dir / "errors.tsv", "w", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(ERRORS_HEADER + error_rows(faces.errors))
 
 
 def _write_progress(run_dir: Path, trainer, history: list[dict]) -> None:

@@ -173,11 +173,28 @@ def eval_subset(identities: np.ndarray, rows: np.ndarray, max_images: int, seed:
 
 # ---------------------------------------------------------------- one epoch's batches
 
+class Batches(Sequence):
+    """Each batch's keys ``(epoch, slot, row)``, built when the DataLoader asks for that batch: the
+    epoch is kept as arrays (a slot and a face row per image, batch after batch), not as tuples."""
+
+    def __init__(self, epoch: int, slots: np.ndarray, rows: np.ndarray, starts: np.ndarray):
+        self.epoch, self.slots, self.rows, self.starts = epoch, slots, rows, starts  # starts: len(batches) + 1
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i: int) -> list[tuple[int, int, int]]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        part = slice(self.starts[i], self.starts[i + 1])
+        return [(self.epoch, s, r) for s, r in zip(self.slots[part].tolist(), self.rows[part].tolist())]
+
+
 @dataclass
 class EpochPlan:
     """Per batch, the keys ``(epoch, slot, row)`` of its images and the loss targets."""
 
-    keys: list[list[tuple[int, int, int]]]
+    keys: Batches
     targets: list[torch.Tensor]
 
 
@@ -187,22 +204,24 @@ def _shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
     return order[:per_rank * world][rank::world]
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
-    """Consecutive batches; a last batch of one is dropped (BatchNorm needs two samples)."""
-    bounds = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    return bounds[:-1] if bounds and bounds[-1].stop - bounds[-1].start < 2 else bounds
+def _batch_starts(n: int, batch_size: int) -> np.ndarray:
+    """Where consecutive batches start, and ``n`` where the last ends; a last batch of one is dropped
+    (BatchNorm needs two samples)."""
+    starts = np.append(np.arange(0, n, batch_size), n)
+    return starts[:-1] if len(starts) > 1 and starts[-1] - starts[-2] < 2 else starts
+
+
+def _targets(values: torch.Tensor, starts: np.ndarray) -> list[torch.Tensor]:
+    return [values[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]  # views, no copies
 
 
 def classification_epoch(rows: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, epoch: int,
                          rank: int = 0, world: int = 1) -> EpochPlan:
     """The training rows in a seeded order of their own for ``epoch``, cut into batches."""
     slots = _shard(np.random.default_rng([seed, epoch]).permutation(rows.size), rank, world)
-    keys, targets = [], []
-    for part in _batches(slots.size, batch_size):
-        chosen = rows[slots[part]]
-        keys.append([(epoch, int(s), int(r)) for s, r in zip(slots[part], chosen)])
-        targets.append(torch.from_numpy(labels[chosen]))
-    return EpochPlan(keys, targets)
+    starts = _batch_starts(slots.size, batch_size)
+    chosen = rows[slots]
+    return EpochPlan(Batches(epoch, slots, chosen, starts), _targets(torch.from_numpy(labels[chosen]), starts))
 
 
 def siamese_pairs(codes: np.ndarray, seed: int, epoch: int, limit: int | None = None) -> np.ndarray:
@@ -235,13 +254,18 @@ def siamese_epoch(rows: np.ndarray, identities: np.ndarray, batch_size: int, see
     """Batches of ``batch_size`` pairs: the images of the anchors, then of their partners."""
     pairs = siamese_pairs(np.asarray(identities)[rows], seed, epoch, limit)
     slots = _shard(np.arange(len(pairs)), rank, world)
-    keys, targets = [], []
-    for part in _batches(slots.size, batch_size):
-        chosen = pairs[slots[part]]
-        keys.append([(epoch, 2 * int(s) + side, int(rows[p[side]])) for side in (0, 1)
-                     for s, p in zip(slots[part], chosen)])
-        targets.append(torch.from_numpy(chosen[:, 2].astype(np.float32)))
-    return EpochPlan(keys, targets)
+    starts = _batch_starts(slots.size, batch_size)
+    slots, chosen = slots[:starts[-1]], pairs[slots[:starts[-1]]]
+    # image positions: each batch holds its anchors, then their partners
+    batch = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    within = np.arange(slots.size) - starts[batch]
+    anchor_at = 2 * starts[batch] + within
+    partner_at = anchor_at + np.diff(starts)[batch]
+    image_slots, image_rows = np.empty(2 * slots.size, np.int64), np.empty(2 * slots.size, np.int64)
+    image_slots[anchor_at], image_slots[partner_at] = 2 * slots, 2 * slots + 1
+    image_rows[anchor_at], image_rows[partner_at] = rows[chosen[:, 0]], rows[chosen[:, 1]]
+    return EpochPlan(Batches(epoch, image_slots, image_rows, 2 * starts),
+                     _targets(torch.from_numpy(chosen[:, 2].astype(np.float32)), starts))
 
 
 class AugmentedFaces(torch.utils.data.Dataset):
