@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from faceaudit.models.registry import ModelSpec, create_model, get_spec, list_specs, register
+from faceaudit.models.registry import ModelSpec, create_model, get_spec, list_specs, model_threshold, register
 from faceaudit.models.weights import (
     layout_of,
     load_model,
@@ -33,6 +33,7 @@ __all__ = [
     "ModelSpec",
     "create_model",
     "get_spec",
+    "model_threshold",
     "layout_of",
     "list_specs",
     "load_model",

@@ -96,6 +96,21 @@ def get_spec(name: str) -> ModelSpec:
     raise FaceauditError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
 
 
+def model_threshold(arch: str | None, wording: str = "documented threshold",
+                    missing: str = "documented decision threshold") -> tuple[float | None, str]:
+    """(the decision threshold of the model ``arch``, where it comes from: "<model>'s <wording>: ..."),
+    or (None, why there is none: "<model> has no <missing>", ...)."""
+    if not arch:
+        return None, "the embeddings record no model (no 'arch' metadata)"
+    try:
+        spec = get_spec(str(arch))
+    except FaceauditError as exc:  # a model this version does not know: no value either
+        return None, str(exc)
+    if spec.threshold is None:
+        return None, f"{spec.name} has no {missing}"
+    return float(spec.threshold), f"{spec.name}'s {wording}: {spec.threshold_source}"
+
+
 def list_specs() -> list[ModelSpec]:
     """All registered specs, sorted by name."""
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]

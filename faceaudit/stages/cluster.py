@@ -43,21 +43,15 @@ def _quiet(_: str) -> None:
 def resolve_threshold(threshold: float | None, eset: EmbeddingSet, name: str) -> tuple[float, str]:
     """(threshold, where it came from): ``threshold`` when given, else the default of the model
     recorded as ``arch`` in the embeddings' metadata; without either it is an error."""
+    from faceaudit.models import model_threshold
+
     if threshold is not None:
         return float(threshold), "--threshold"
-    arch = eset.metadata.get("arch")
-    spec = None
-    if arch:
-        from faceaudit.models import get_spec
-        try:
-            spec = get_spec(str(arch))
-        except FaceauditError:
-            spec = None
-    if spec is None or spec.threshold is None:
-        model = f"model {arch!r} has no default threshold" if arch else "model is not recorded (no 'arch' metadata)"
-        raise FaceauditError(f"{name}: the embeddings' {model}; pass --threshold T, a cosine similarity in "
-                             "[-1, 1] (e.g. the FMR1000 threshold that `faceaudit variability` reports)")
-    return float(spec.threshold), f"{spec.name}'s default: {spec.threshold_source}"
+    value, source = model_threshold(eset.metadata.get("arch"), "default", "default threshold")
+    if value is None:
+        raise FaceauditError(f"{name}: {source}; pass --threshold T, a cosine similarity in [-1, 1] (e.g. the "
+                             "FMR1000 threshold that `faceaudit variability` reports)")
+    return value, source
 
 
 def check_embeddings(eset: EmbeddingSet, name: str) -> None:

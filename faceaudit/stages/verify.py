@@ -27,19 +27,12 @@ def decision_threshold(arch: str | None, threshold: float | None = None) -> tupl
 
     ``(None, reason)`` when neither exists (no architecture recorded, or a model without a measured value).
     """
-    from faceaudit.models import get_spec
+    from faceaudit.models import model_threshold
 
     if threshold is not None:
         return checks.cosine(threshold), "given with --threshold"
-    if not arch:
-        return None, "the embeddings record no model (no 'arch' in their metadata); pass --threshold"
-    try:
-        spec = get_spec(arch)
-    except FaceauditError as exc:  # a model this version does not know: no documented value either
-        return None, f"{exc}; pass --threshold"
-    if spec.threshold is None:
-        return None, f"{spec.name} has no documented decision threshold; pass --threshold"
-    return float(spec.threshold), f"{spec.name}'s documented threshold: {spec.threshold_source}"
+    value, source = model_threshold(arch)
+    return value, source if value is not None else f"{source}; pass --threshold"
 
 
 def verify_images(pairs: list[tuple[str, str]], arch: str = DEFAULT_ARCH, weights=None, *,
