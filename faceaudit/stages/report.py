@@ -10,7 +10,6 @@ What is read, under each folder at any depth (``<stem>`` names the dataset):
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 
 from faceaudit.errors import FaceauditError
 from faceaudit.evaluate.verification import FAR_TARGETS
-from faceaudit.io.files import read_csv_columns, read_json, read_scores
+from faceaudit.io.files import read_csv_table, read_json, read_scores
 from faceaudit.report.page import Page, write_table
 from faceaudit.stages.variability import MATED_SUFFIX, METRICS_DIR, NON_MATED_SUFFIX, SCORES_DIR
 from faceaudit.stages.verification import VERIFICATION_DIR
@@ -165,16 +164,28 @@ def table_rows(datasets: Sequence[Dataset]) -> tuple[list[str], list[list]]:
 
 # ---------------------------------------------------------------- figures
 
-def _roc_of(d: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """(FAR, FRR) of a dataset: the verification ROC, else one computed from the variability score files."""
+def _csv_numbers(path, columns: Sequence[str]) -> list[np.ndarray]:
+    """Number columns of a CSV; a cell that is not a number is a one-line error naming the file and column."""
+    _, table = read_csv_table(path, columns)
+    out = []
+    for column in columns:
+        try:
+            out.append(np.array(table[column], dtype=np.float64))
+        except ValueError as exc:
+            raise FaceauditError(f"{path}: column {column!r} holds a value that is not a number ({exc})") from None
+    return out
+
+
+def _roc_of(d: Dataset, scores: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(FAR, FRR) of a dataset: the verification ROC, else one computed from its variability scores."""
     if "roc" in d.verification_files:
-        records = read_csv_columns(d.verification_files["roc"], ("far", "frr"))
-        return (np.array([float(r["far"]) for r in records]), np.array([float(r["frr"]) for r in records]))
+        far, frr = _csv_numbers(d.verification_files["roc"], ("far", "frr"))
+        return far, frr
     if d.scores:
         from faceaudit.evaluate.verification import roc, sweep
         from faceaudit.report.curves import curve_points
 
-        mated, non_mated = read_scores(d.scores[0]), read_scores(d.scores[1])
+        mated, non_mated = scores
         _, fm, fnm = roc(sweep(np.concatenate([mated, non_mated]), np.arange(mated.size + non_mated.size) < mated.size))
         far, frr = fm / non_mated.size, fnm / mated.size
         keep = curve_points(far, frr)
@@ -186,14 +197,8 @@ def _mated_non_mated(d: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
     if d.scores:
         return read_scores(d.scores[0]), read_scores(d.scores[1])
     if "pairs" in d.verification_files:
-        with open(d.verification_files["pairs"], newline="") as handle:
-            reader = csv.DictReader(handle)
-            labels, scores = [], []
-            for record in reader:
-                labels.append(record["same_person"] == "1")
-                scores.append(float(record["score"]))
-        labels, scores = np.array(labels), np.array(scores)
-        return scores[labels], scores[~labels]
+        same, scores = _csv_numbers(d.verification_files["pairs"], ("same_person", "score"))
+        return scores[same == 1], scores[same != 1]
     return None
 
 
@@ -203,8 +208,8 @@ def figures(datasets: Sequence[Dataset], out: Path, formats: Sequence[str] = FOR
     from faceaudit.report.curves import plot_det, plot_kde_grid, plot_roc
     from faceaudit.report.plots import kde_curve, save_figure
 
-    rocs = {d.label: r for d in datasets if (r := _roc_of(d)) is not None}  # read everything before writing
-    densities = {d.label: s for d in datasets if (s := _mated_non_mated(d)) is not None}
+    densities = {d.label: s for d in datasets if (s := _mated_non_mated(d)) is not None}  # read all, then write
+    rocs = {d.label: r for d in datasets if (r := _roc_of(d, densities.get(d.label))) is not None}
     best = {d.label: read_scores(d.best_matches) for d in datasets if d.best_matches}
     folder, made = out / "figures", []
     if rocs:

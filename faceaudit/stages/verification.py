@@ -145,11 +145,14 @@ def _write(paths: dict, result: dict, eset, rows, mated, folds, scores, lines, c
     """Pairs CSV, thinned ROC CSV and the two figures; the paths of everything this run writes."""
     from faceaudit.report.curves import curve_points
 
-    order = np.lexsort((np.arange(len(scores)), folds))
-    write_csv(paths["pairs"], PAIR_COLUMNS, (
-        [int(folds[i]) + 1, int(mated[i]), repr(float(scores[i])), eset.identities[rows[i, 0]],
-         eset.image_names[rows[i, 0]], eset.identities[rows[i, 1]], eset.image_names[rows[i, 1]],
-         "" if lines is None else int(lines[i])] for i in order.tolist()))
+    order = np.argsort(folds, kind="stable")
+    first, second = rows[order, 0], rows[order, 1]
+    columns = ((folds[order] + 1).tolist(), np.asarray(mated)[order].astype(int).tolist(),
+               [repr(s) for s in np.asarray(scores, dtype=np.float64)[order].tolist()],
+               eset.identities[first].tolist(), eset.image_names[first].tolist(),
+               eset.identities[second].tolist(), eset.image_names[second].tolist(),
+               [""] * len(order) if lines is None else np.asarray(lines)[order].astype(int).tolist())
+    write_csv(paths["pairs"], PAIR_COLUMNS, zip(*columns))  # gathered column by column, not pair by pair
     thresholds, fm, fnm = curve
     far, frr = fm / result["n_non_mated"], fnm / result["n_mated"]
     chosen = [int(np.searchsorted(thresholds, p["threshold"])) for p in result["tar_at_far"] if p.get("reachable")]
