@@ -24,7 +24,6 @@ from faceaudit.stages.leakage import BEST_MATCH_COLUMNS
 
 BEST_MATCHES_NAME = re.compile(r"^(?P<name>.+)_BestMatches_(?P<n>\d+)\.csv$")
 CLOSEST_NAME = re.compile(r"^(?P<name>.+)_Top(?P<k>\d+)Global_(?P<n>\d+)\.json$")
-MATED_NAME = re.compile(r"^(?P<name>.+)_mated_similarities\.txt$")
 
 #: the interval metrics: key, label, published file, its (point, lower, upper) columns
 INTERVAL_METRICS = (
@@ -253,8 +252,9 @@ def read_folder(folder: str | os.PathLike, label: str, skip: set[Path] = frozens
             put(match["name"], "best", read_best_matches(path))
         elif match := CLOSEST_NAME.match(path.name):
             put(match["name"], "closest", read_closest(path))
-        elif (match := MATED_NAME.match(path.name)) and not match["name"].endswith("_non"):
-            put(match["name"], "mated", path)
+        elif (name := path.name.removesuffix(variability.MATED_SUFFIX)) not in ("", path.name) \
+                and not path.name.endswith(variability.NON_MATED_SUFFIX):
+            put(name, "mated", path)
         elif path.name in PUBLISHED_CI_FILES:
             interval_files.append(read_published_ci(path))
         elif path.name == variability.CSV_NAME:
