@@ -195,6 +195,17 @@ def kmeans(vectors: np.ndarray, n_clusters: int, seed: int = DEFAULT_SEED) -> np
 
 # ---------------------------------------------------------------- one entry point
 
+def check_methods(method: str, graph_algorithm: str, linkage: str, n_clusters: int | None) -> bool:
+    """A one-line error for an unknown method, graph algorithm or linkage; returns whether ``method``
+    (with ``n_clusters``) needs a cosine threshold."""
+    if method not in METHODS:
+        raise FaceauditError(f"unknown clustering method {method!r}; use one of {', '.join(METHODS)}")
+    if graph_algorithm not in GRAPH_ALGORITHMS or linkage not in LINKAGES:
+        raise FaceauditError(f"unknown graph algorithm {graph_algorithm!r} or linkage {linkage!r}; use "
+                             f"{', '.join(GRAPH_ALGORITHMS)} and {', '.join(LINKAGES)}")
+    return method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
+
+
 def cluster(vectors: np.ndarray, method: str = "graph", *, threshold: float | None = None, k: int = DEFAULT_K,
             graph_algorithm: str = "chinese-whispers", n_clusters: int | None = None, min_samples: int = 5,
             min_cluster_size: int = 5, linkage: str = "average", seed: int = DEFAULT_SEED,
@@ -205,17 +216,13 @@ def cluster(vectors: np.ndarray, method: str = "graph", *, threshold: float | No
     ``threshold`` (cosine) is needed by graph, dbscan and agglomerative (unless ``n_clusters``);
     ``n_clusters`` is needed by kmeans. ``settings`` records what was used.
     """
-    if method not in METHODS:
-        raise FaceauditError(f"unknown clustering method {method!r}; use one of {', '.join(METHODS)}")
-    needs_threshold = method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
+    needs_threshold = check_methods(method, graph_algorithm, linkage, n_clusters)
     if needs_threshold and threshold is None:
         raise FaceauditError(f"{method} clustering needs a cosine threshold")
     if threshold is not None:
         threshold = checks.cosine(threshold)
     settings: dict = {}
     if method in ("graph", "dbscan"):
-        if graph_algorithm not in GRAPH_ALGORITHMS:
-            raise FaceauditError(f"unknown graph algorithm {graph_algorithm!r}; use {', '.join(GRAPH_ALGORITHMS)}")
         graph = knn_graph(vectors, k, threshold, device=device, precision=precision,
                           memory_budget_bytes=memory_budget_bytes, progress=progress)
         settings.update(threshold=float(threshold), k=graph.k, edges=len(graph.rows))

@@ -104,18 +104,13 @@ def _figures(eset, labels, table, findings_first, base: Path, title: str, projec
 def _check_options(method, graph_algorithm, linkage, threshold, n_clusters, seed, counts: dict) -> bool:
     """Every option checked before any work; warns of options ``method`` ignores. Returns whether
     ``method`` needs a threshold."""
-    if method not in methods.METHODS:
-        raise FaceauditError(f"unknown clustering method {method!r}; use one of {', '.join(methods.METHODS)}")
-    if graph_algorithm not in methods.GRAPH_ALGORITHMS or linkage not in methods.LINKAGES:
-        raise FaceauditError(f"unknown graph algorithm {graph_algorithm!r} or linkage {linkage!r}; use "
-                             f"{', '.join(methods.GRAPH_ALGORITHMS)} and {', '.join(methods.LINKAGES)}")
+    needs_threshold = methods.check_methods(method, graph_algorithm, linkage, n_clusters)
     if threshold is not None:
         checks.cosine(threshold, "--threshold")
     checks.seed(seed)
     for what, value in {**counts, "--n-clusters": 1 if n_clusters is None else n_clusters}.items():
         if int(value) <= 0:
             raise FaceauditError(f"{what} must be > 0, got {value}")
-    needs_threshold = method in ("graph", "dbscan") or (method == "agglomerative" and n_clusters is None)
     unused = [option for option, given, used in (("--threshold", threshold is not None, needs_threshold),
                                                  ("--n-clusters", n_clusters is not None,
                                                   method in ("kmeans", "agglomerative"))) if given and not used]
