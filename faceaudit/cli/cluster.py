@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceaudit.cli.common import add_search_options, cosine_type, positive_int
+from faceaudit.cli.common import add_search_options, cosine_type, positive_int, search_settings
 
 
 def add(sub) -> None:
-    from faceaudit.evaluate.clustering import DEFAULT_K, GRAPH_ALGORITHMS, LINKAGES, METHODS
+    from faceaudit.evaluate.clustering import DEFAULT_K, DEFAULT_MAX_ITERATIONS, GRAPH_ALGORITHMS, LINKAGES, METHODS
     from faceaudit.stages.cluster import DEFAULT_OUT, DEFAULT_TOP, SAMPLE_IDENTITIES
 
     p = sub.add_parser(
@@ -41,7 +41,7 @@ def add(sub) -> None:
     p.add_argument("--min-cluster-size", type=positive_int, default=5,
                    help="hdbscan: the smallest cluster (default: %(default)s)")
     p.add_argument("--linkage", choices=LINKAGES, default="average", help="agglomerative (default: %(default)s)")
-    p.add_argument("--max-iterations", type=positive_int, default=50,
+    p.add_argument("--max-iterations", type=positive_int, default=DEFAULT_MAX_ITERATIONS,
                    help="chinese-whispers: rounds at most (default: %(default)s)")
     p.add_argument("--top", type=positive_int, default=DEFAULT_TOP,
                    help="identity pairs written to _merged_identities.csv (default: %(default)s)")
@@ -63,7 +63,5 @@ def _run_cluster(args) -> int:
         n_clusters=args.n_clusters, min_samples=args.min_samples, min_cluster_size=args.min_cluster_size,
         linkage=args.linkage, max_iterations=args.max_iterations, seed=args.seed, top=args.top,
         figures=not args.no_figures, projection=args.projection, sample_identities=args.sample_identities,
-        device=args.device, precision=args.precision,
-        memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20, progress=not args.no_progress,
-        skip_invalid=args.skip_invalid, echo=print)
+        **search_settings(args), skip_invalid=args.skip_invalid, echo=print)
     return 0

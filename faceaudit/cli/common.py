@@ -72,11 +72,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     add_skip_invalid(p)
 
 
-def _argument_type(check, name: str):
+def _argument_type(check, name: str, parse=str):
     """An argparse type from a :mod:`faceaudit.checks` function (its message becomes argparse's)."""
     def convert(text: str):
         try:
-            value = int(text) if check is checks.seed else text
+            value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         try:
@@ -88,7 +88,7 @@ def _argument_type(check, name: str):
 
 
 #: argparse types: a seed (integer >= 0) and a cosine threshold (finite, in [-1, 1])
-seed_type = _argument_type(checks.seed, "seed")
+seed_type = _argument_type(checks.seed, "seed", parse=int)
 cosine_type = _argument_type(checks.cosine, "cosine threshold")
 
 
@@ -103,7 +103,7 @@ def add_index_options(p: argparse.ArgumentParser, default: str = "exact") -> Non
                         "with multi-probe (the challenge notebook's); faiss-flat/faiss-ivf/faiss-hnsw: FAISS "
                         "(pip install 'faceaudit[faiss]'). Every backend's scores are re-computed exactly")
     p.add_argument("--lsh-bits", type=positive_int, default=d.lsh_bits, help="LSH hyperplanes (default: %(default)s)")
-    p.add_argument("--lsh-radius", type=int, default=d.lsh_radius,
+    p.add_argument("--lsh-radius", type=non_negative_int, default=d.lsh_radius,
                    help="LSH: probe every bucket within this Hamming distance (default: %(default)s)")
     p.add_argument("--lsh-tables", type=positive_int, default=d.lsh_tables,
                    help="LSH: independent hash tables, lists merged (default: %(default)s)")
@@ -116,11 +116,15 @@ def add_index_options(p: argparse.ArgumentParser, default: str = "exact") -> Non
                    help="faiss-hnsw: search breadth (default: %(default)s)")
 
 
+def search_settings(args) -> dict:
+    """The keyword arguments of a search from :func:`add_search_options`' flags."""
+    return dict(device=args.device, precision=args.precision, progress=not args.no_progress,
+                memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20)
+
+
 def index_options(args):
     from faceaudit.search.backend import IndexOptions
 
-    return IndexOptions(device=args.device, precision=args.precision,
-                        memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
-                        progress=not args.no_progress, seed=args.seed, lsh_bits=args.lsh_bits,
+    return IndexOptions(**search_settings(args), seed=args.seed, lsh_bits=args.lsh_bits,
                         lsh_radius=args.lsh_radius, lsh_tables=args.lsh_tables, ivf_lists=args.ivf_lists,
                         ivf_probe=args.ivf_probe, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search)

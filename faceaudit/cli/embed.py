@@ -36,6 +36,8 @@ def _input_size(text: str) -> tuple[int, int]:
 
 
 def add(sub) -> None:
+    from faceaudit.faces import ALIGNERS
+
     p = sub.add_parser(
         "embed", help="compute one embedding per image of a dataset folder or archive",
         description="One L2-normalised embedding per image of DATASET (a folder of identity sub-folders, "
@@ -62,7 +64,7 @@ def add(sub) -> None:
                    help="decoding processes (default: 1 on CPU, up to 8 on CUDA; 0 decodes in-process)")
     p.add_argument("--flip-tta", action="store_true",
                    help="sum the embeddings of each image and its mirror image (InsightFace evaluation)")
-    p.add_argument("--align", choices=("none", "yunet", "scrfd"), default="none",
+    p.add_argument("--align", choices=("none", *ALIGNERS), default="none",
                    help="detect the largest face and warp it to the ArcFace template first (yunet: OpenCV's YuNet; "
                         "scrfd: InsightFace's SCRFD); images without a face are listed as errors")
     onnx = p.add_argument_group("--arch onnx", "what the ONNX graph's own input size and normalisation are "

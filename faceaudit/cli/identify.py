@@ -29,6 +29,10 @@ def rank_list(text: str) -> list[int]:
 
 
 def add(sub) -> None:
+    from faceaudit.evaluate.identification import VOTES
+    from faceaudit.io.shards import DEFAULT_ROWS_PER_SHARD
+    from faceaudit.stages.identify import DEFAULT_CMC_RANKS
+
     p = sub.add_parser(
         "identify", help="identification: rank-k accuracy, CMC, KNN accuracy, open-set DIR at FPIR",
         description="Closed-set identification (rank-k accuracy and the CMC curve), the challenge notebook's "
@@ -48,12 +52,12 @@ def add(sub) -> None:
                         "(the challenge notebook: 0.7, with --knn 10)")
     p.add_argument("--ranks", type=rank_list, default=None,
                    help="ranks reported, comma-separated (default: 1,5,10, those the gallery has identities for)")
-    p.add_argument("--cmc-ranks", type=positive_int, default=100,
+    p.add_argument("--cmc-ranks", type=positive_int, default=DEFAULT_CMC_RANKS,
                    help="length of the CMC curve (default: %(default)s, at most the gallery's identities)")
     p.add_argument("--knn", type=positive_int, default=None, metavar="K",
                    help="also the accuracy of a K-nearest-neighbour vote (scikit-learn's KNeighborsClassifier, "
                         "cosine)")
-    p.add_argument("--vote", choices=("majority", "weighted"), default="majority",
+    p.add_argument("--vote", choices=VOTES, default="majority",
                    help="KNN vote: majority (uniform) or weighted by 1 / cosine distance (default: %(default)s)")
     p.add_argument("--open-set", type=fraction, default=None, metavar="FRACTION",
                    help="hold this share of identities out of the gallery and report DIR at FPIR 1e-1, 1e-2, 1e-3")
@@ -70,7 +74,7 @@ def add(sub) -> None:
                     "One input file is in memory at a time.")
     p.add_argument("inputs", type=Path, nargs="+", help="embedding files (.json/.jsonl/.npz)")
     p.add_argument("--out", type=Path, required=True, help="the shard folder to write")
-    p.add_argument("--rows-per-shard", type=positive_int, default=1 << 20,
+    p.add_argument("--rows-per-shard", type=positive_int, default=DEFAULT_ROWS_PER_SHARD,
                    help="rows per shard (default: %(default)s, 2 GiB at 512 dimensions)")
     p.add_argument("--append", action="store_true", help="add the rows after those of an existing shard folder")
     add_skip_invalid(p)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceaudit.cli.common import add_index_options, add_search_options, cosine_type, index_options, positive_int
+from faceaudit.cli.common import (add_index_options, add_search_options, cosine_type, index_options, positive_int,
+                                  search_settings)
 from faceaudit.errors import FaceauditError
 
 
@@ -78,9 +79,7 @@ def _run_leakage(args) -> int:
     for query in args.query:
         stats, scores = run_leakage(
             query, args.reference, out_dir=args.out, n_comparisons=args.n_comparisons, thresholds=args.threshold,
-            seed=args.seed, device=args.device, precision=args.precision, skip_invalid=args.skip_invalid,
-            memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
-            progress=not args.no_progress, reference=reference,
+            seed=args.seed, skip_invalid=args.skip_invalid, **search_settings(args), reference=reference,
             return_scores=True, flag_threshold=args.flag_threshold, index=args.index, options=index_options(args))
         print(format_summary(stats))
         all_stats.append(stats)
@@ -96,9 +95,8 @@ def _run_closest(args) -> int:
 
     written = run_closest(args.query, args.reference, out_dir=args.out, top=args.top,
                           n_comparisons=args.n_comparisons, positive_only=args.positive_only, seed=args.seed,
-                          device=args.device, precision=args.precision, skip_invalid=args.skip_invalid,
-                          memory_budget_bytes=args.memory_budget_mb and args.memory_budget_mb << 20,
-                          progress=not args.no_progress, index=args.index, options=index_options(args))
+                          skip_invalid=args.skip_invalid, **search_settings(args), index=args.index,
+                          options=index_options(args))
     for path in written:
         print(f"wrote {path}")
     return 0

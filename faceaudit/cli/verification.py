@@ -13,6 +13,8 @@ RULE_HELP = ("how an operating point is read off the ROC for TAR@FAR: 'nearest' 
 
 
 def add(sub) -> None:
+    from faceaudit.faces import ALIGNERS
+
     p = sub.add_parser(
         "verify", help="are two face photos the same person? (cosine score against a documented threshold)",
         description="Embed two images (or each pair of a CSV) and print the cosine score and the decision at the "
@@ -26,7 +28,7 @@ def add(sub) -> None:
     p.add_argument("--arch", default="sface", help="architecture (default: %(default)s, fetched with "
                    "`faceaudit models fetch sface`; see `faceaudit models list`)")
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the architecture's in Models/)")
-    p.add_argument("--align", choices=("none", "yunet", "scrfd"), default="yunet",
+    p.add_argument("--align", choices=("none", *ALIGNERS), default="yunet",
                    help="detect and align the face first (default: %(default)s; 'none' for already aligned crops)")
     p.add_argument("--threshold", type=cosine_type, default=None,
                    help="decision threshold on the cosine score (default: the model's documented threshold)")
