@@ -78,6 +78,18 @@ def _first_true(predicate, n: int) -> int:
     return lo
 
 
+def nearest_rate_index(rate: np.ndarray, target: float) -> int | None:
+    """pyeer's operating point on a rate that never rises along the ascending thresholds: the index of
+    the rate nearest ``target``, i.e. the first index at or below it or the first index of the level
+    just above it; on a tie the lower index (lower threshold), as ``np.argmin``. None for no rate."""
+    rising = -rate  # ascending: binary-searchable
+    at_most = int(np.searchsorted(rising, -target))  # the first index with rate <= target
+    candidates = [int(np.searchsorted(rising, rising[at_most - 1]))] if at_most > 0 else []
+    if at_most < rate.size:
+        candidates.append(at_most)
+    return min(candidates, key=lambda k: abs(rate[k] - target)) if candidates else None  # first on ties
+
+
 def _operating_points(thr: np.ndarray, fmr: np.ndarray, fnmr: np.ndarray) -> dict:
     """EER, FMR100, FMR1000, FMR0 and AUC from a ROC, exactly as pyeer 0.5.6 computes them.
 
@@ -98,14 +110,7 @@ def _operating_points(thr: np.ndarray, fmr: np.ndarray, fnmr: np.ndarray) -> dic
         t = t1 if fmr[t1] + fnmr[t1] <= fmr[t2] + fnmr[t2] else t2
         out["eer"], out["eer_th"] = float((fnmr[t] + fmr[t]) / 2), float(thr[t])
     for key, op in (("fmr0", 0.0), ("fmr1000", 0.001), ("fmr100", 0.01)):
-        # nearest FMR to op: the first index at or below op, or the first index of the plateau
-        # just above it; on a tie the lower index (lower threshold), as np.argmin
-        below = _first_true(lambda k: fmr[k] <= op, n)
-        candidates = [below] if below < n else []
-        if below > 0:
-            above = fmr[below - 1]
-            candidates.insert(0, _first_true(lambda k: fmr[k] <= above, n))
-        index = min(candidates, key=lambda k: abs(fmr[k] - op))  # min keeps the first on ties
+        index = nearest_rate_index(fmr, op)
         out[key], out[key + "_th"] = float(fnmr[index]), float(thr[index])
     tpr = 1 - fnmr
     y1, y2 = tpr[:-1], tpr[1:]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceaudit.errors import FaceauditError
+from faceaudit.evaluate.metrics import nearest_rate_index
 
 FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 SCORE_KEYS = ("accuracy", "precision", "recall", "f1", "far", "frr")
@@ -299,7 +300,7 @@ def tar_at_far(sw: Sweep, targets=FAR_TARGETS, rule: str = "nearest", level: flo
         raise FaceauditError(f"unknown operating-point rule {rule!r}; use {' or '.join(RULES)}")
     thresholds, fm, fnm = roc(sw)
     n_g, n_i = int(sw.genuine.sum()), int(sw.impostor.sum())
-    rising = -(fm / n_i)  # FAR falls along the ascending thresholds, so -FAR can be binary-searched
+    far = fm / n_i  # falls along the ascending thresholds
     out = []
     for target in targets:
         entry = {"far_target": float(target), "rule": rule}
@@ -308,12 +309,11 @@ def tar_at_far(sw: Sweep, targets=FAR_TARGETS, rule: str = "nearest", level: flo
                                                  f"{n_i:,} were compared")
             out.append(entry)
             continue
-        at_most = int(np.searchsorted(rising, -target))  # the first index with FAR <= target
-        index = at_most if at_most < rising.size else None
-        if rule == "nearest" and at_most > 0:  # or the first index of the FAR level just above the target
-            above = int(np.searchsorted(rising, rising[at_most - 1]))
-            if index is None or abs(-rising[above] - target) <= abs(-rising[index] - target):
-                index = above  # the lower threshold on ties
+        if rule == "nearest":
+            index = nearest_rate_index(far, target)
+        else:  # at-most: the first index with FAR <= target
+            at_most = int(np.searchsorted(-far, -target))
+            index = at_most if at_most < far.size else None
         if index is None:  # even the highest score is a false match too often: accept nothing
             threshold, false_matches, false_non_matches = float(np.nextafter(thresholds[-1], np.inf)), 0, n_g
         else:
