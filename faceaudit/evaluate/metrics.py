@@ -129,16 +129,16 @@ def _separation(gmean, gstd, imean, istd) -> tuple[float, float]:
     return dec, fdr
 
 
-def verification_metrics(genuine, impostor) -> dict:
+def verification_metrics(genuine, impostor, counts: tuple | None = None) -> dict:
     """pyeer 0.5.6 ``get_eer_stats`` values (plus FDR) for similarity scores.
 
     Returns a dict of floats: gmean, gstd, imean, istd, eer, eer_th, fmr100, fmr100_th,
     fmr1000, fmr1000_th, fmr0, fmr0_th, auc, decidability, fdr; and the ints
-    n_genuine, n_impostor.
+    n_genuine, n_impostor. ``counts``: :func:`roc_counts` of these scores when the caller has them.
     """
     g = _as_scores(genuine, "genuine")
     i = _as_scores(impostor, "impostor")
-    thr, fm, fnm = roc_counts(g, i)
+    thr, fm, fnm = roc_counts(g, i) if counts is None else counts
     out = {"gmean": float(np.mean(g)), "gstd": float(np.std(g)),
            "imean": float(np.mean(i)), "istd": float(np.std(i))}
     out.update(_operating_points(thr, fm / i.size, fnm / g.size))

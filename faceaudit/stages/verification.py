@@ -124,7 +124,7 @@ def run(source, pairs_file=None, *, sample: int | None = None, n_folds: int | No
     sw = sweep(scores, mated, folds, n_folds)
     result.update(evaluate(scores, mated, folds, n_folds, rule=rule, threshold=fixed, sw=sw))
     genuine, impostor = scores[mated], scores[~mated]
-    metrics = verification_metrics(genuine, impostor)
+    metrics = verification_metrics(genuine, impostor, roc(sw))  # the sweep's ROC: no second sort
     eer_point = at_threshold(scores, mated, metrics["eer_th"])
     result["eer"] = {"value": metrics["eer"], "threshold": metrics["eer_th"], "far": eer_point["far"],
                      "frr": eer_point["frr"]}

@@ -17,7 +17,7 @@ import torch
 
 from faceaudit.evaluate.folds import DEFAULT_FOLDS, sample_fold_pairs
 from faceaudit.evaluate.metrics import verification_metrics
-from faceaudit.evaluate.verification import all_pairs_best, kfold, sweep
+from faceaudit.evaluate.verification import all_pairs_best, kfold, roc, sweep
 
 #: the numbers of one set, in the order of the metrics CSV
 NUMBERS = ("eer", "eer_threshold", "accuracy", "accuracy_std", "f1", "f1_threshold", "f1_distance", "auc")
@@ -60,8 +60,8 @@ def verification_numbers(scores: np.ndarray, es: EvalSet) -> dict:
     """EER and its threshold, k-fold accuracy (mean, std), held-out F1 at the F1 threshold chosen on the
     other folds, the all-pairs F1-maximising threshold as a cosine and as a distance between unit vectors
     (``sqrt(2 - 2 cos)``: the Siamese tool's threshold), and the ROC AUC."""
-    metrics = verification_metrics(scores[es.mated], scores[~es.mated])
     sw = sweep(scores, es.mated, es.folds, es.n_folds)
+    metrics = verification_metrics(scores[es.mated], scores[~es.mated], roc(sw))  # the sweep's ROC
     folds = kfold(sw)
     best_f1 = all_pairs_best(sw, "f1")
     return {"eer": metrics["eer"], "eer_threshold": metrics["eer_th"],
