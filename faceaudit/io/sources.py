@@ -196,21 +196,24 @@ class FolderSource(ImageSource):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        found = []
+        self._sizes: dict[str, int] = {}  # one stat per file, kept for the fingerprint
         for root, dirs, files in os.walk(self.path):
             dirs.sort()
             rel_root = Path(root).relative_to(self.path)
             for name in files:
-                full = Path(root) / name
-                if full.is_file():  # regular files, symlinked ones included: the user's own disk
-                    found.append((rel_root / name).as_posix())
-        self._members = sorted(found)
+                try:
+                    info = os.stat(Path(root) / name)  # follows symlinks: the user's own disk
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    self._sizes[(rel_root / name).as_posix()] = info.st_size
+        self._members = sorted(self._sizes)
 
     def _read(self, handle, member: str) -> bytes:
         return (self.path / member).read_bytes()
 
     def _size(self, member: str) -> int:
-        return (self.path / member).stat().st_size
+        return self._sizes[member]
 
 
 class ZipSource(ImageSource):
