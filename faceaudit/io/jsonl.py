@@ -13,6 +13,7 @@ import json
 import mmap
 import multiprocessing
 import os
+import re
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -147,6 +148,8 @@ def _iter_line_blocks(path: Path, start: int = 0, stop: int | None = None,
 
 
 _RECORD_FIELDS = itemgetter("identity", "image_name", "embedding")
+#: ``true``/``false`` as a list item (names that merely contain the word stay on the fast path)
+_LIST_BOOLEAN = re.compile(rb"[\[,]\s*(?:true|false)\b")
 
 
 def _fast_block(block: list[bytes], dim: int | None):
@@ -156,7 +159,7 @@ def _fast_block(block: list[bytes], dim: int | None):
     time than a call per line); any irregularity sends the block to the line-by-line path.
     """
     joined = b",".join(block)
-    if b"true" in joined or b"false" in joined:  # JSON booleans are no numbers: checked line by line
+    if _LIST_BOOLEAN.search(joined):  # JSON booleans in a list are no numbers: checked line by line
         return None
     try:
         records = loads(b"[" + joined + b"]")
