@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from faceaudit.embed.embedder import Embedder
+from faceaudit.embed.reader import model_input
 from faceaudit.errors import FaceauditError
-from faceaudit.io.images import ImageDecodeError, decode_rgb, to_model_uint8
 
 
 @dataclass
@@ -33,15 +33,10 @@ def _model_input(path: Path, spec, aligner) -> np.ndarray:
         raise ValueError("image not found") from None
     except OSError as exc:
         raise ValueError(f"unreadable ({exc.strerror or exc})") from None
-    try:
-        rgb = decode_rgb(data)
-    except ImageDecodeError as exc:
-        raise ValueError(str(exc)) from None
-    if aligner is not None:
-        rgb = aligner(rgb)
-        if rgb is None:
-            raise ValueError("no face found")
-    return to_model_uint8(rgb, spec.input_size, spec.channel_order)
+    face, reason = model_input(data, spec.input_size, spec.channel_order, aligner)
+    if face is None:
+        raise ValueError(reason)
+    return face
 
 
 def embed_images(paths: Sequence[str | os.PathLike], arch: str = "sface", weights: str | os.PathLike | None = None,

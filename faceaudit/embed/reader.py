@@ -55,17 +55,22 @@ class ImageDataset(torch.utils.data.Dataset):
             return index, None, one_line(f"unreadable: {exc}")
         except OSError as exc:
             return index, None, one_line(f"unreadable: {exc}")
-        try:
-            rgb = decode_rgb(data)
-            if self.aligner is not None:
-                rgb = self.aligner(rgb)
-                if rgb is None:
-                    return index, None, "no face found"
-            return index, to_model_uint8(rgb, self.input_size, self.channel_order), None
-        except ImageDecodeError as exc:
-            return index, None, one_line(str(exc))
-        except Exception as exc:  # one odd image must not end a two-million-image run
-            return index, None, one_line(f"{type(exc).__name__}: {exc}")
+        return (index, *model_input(data, self.input_size, self.channel_order, self.aligner))
+
+
+def model_input(data: bytes, input_size, channel_order: str, aligner=None) -> tuple[np.ndarray | None, str | None]:
+    """One image file's bytes -> (the model's uint8 HxWxC input, None), or (None, why it cannot be had)."""
+    try:
+        rgb = decode_rgb(data)
+        if aligner is not None:
+            rgb = aligner(rgb)
+            if rgb is None:
+                return None, "no face found"
+        return to_model_uint8(rgb, input_size, channel_order), None
+    except ImageDecodeError as exc:
+        return None, one_line(str(exc))
+    except Exception as exc:  # one odd image must not end a two-million-image run
+        return None, one_line(f"{type(exc).__name__}: {exc}")
 
 
 def collate_images(items):
