@@ -77,9 +77,9 @@ def sample_fold_pairs(identities, n: int, n_folds: int = DEFAULT_FOLDS, seed: in
     """
     if int(n) <= 0:
         raise FaceauditError(f"--sample must be > 0, got {n}")
-    folds = identity_folds(identities, n_folds, seed, source)
-    fold_seeds = np.random.default_rng(seed).integers(0, 2 ** 63 - 1, size=n_folds)
     codes = identity_codes(identities)
+    folds = identity_folds(codes, n_folds, seed, source)  # integer codes are taken as they are
+    fold_seeds = np.random.default_rng(seed).integers(0, 2 ** 63 - 1, size=n_folds)
     parts, labels, fold_of_pair, short = [], [], [], []
     for fold in range(n_folds):
         rows = np.flatnonzero(folds == fold)
