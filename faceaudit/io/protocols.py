@@ -14,6 +14,7 @@ equals it once the embedding's extension is dropped.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,14 @@ def _label(value: str) -> bool | None:
     return LABELS.get(value.strip().lower())
 
 
+def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, stripped cells) of each CSV record that is not blank; quoted cells may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    return [(reader.line_num, [cell.strip() for cell in row]) for row in reader if any(cell.strip() for cell in row)]
+
+
 def _parse_csv(path: Path, text: str) -> PairList:
-    rows = [(number, [cell.strip() for cell in row]) for number, row in
-            enumerate(csv.reader(text.splitlines()), 1) if any(cell.strip() for cell in row)]
+    rows = _csv_rows(text)
     columns = None
     first_number, first = rows[0]
     if len(first) in (3, 4, 5, 6) and _label(first[2 if len(first) < 5 else 4]) is None:
@@ -249,8 +255,7 @@ def read_image_pairs(path: str | os.PathLike) -> ImagePairs:
     (``image1,image2[,label]``), is a header.
     """
     path = Path(path)
-    rows = [(number, [cell.strip() for cell in row]) for number, row in
-            enumerate(csv.reader(_read_text(path).splitlines()), 1) if any(cell.strip() for cell in row)]
+    rows = _csv_rows(_read_text(path))
     if rows and [cell.lower() for cell in rows[0][1]][:2] in (["image1", "image2"], ["path1", "path2"]):
         rows = rows[1:]
     if not rows:
