@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from faceaudit.device import resolve_device
 from faceaudit.errors import FaceauditError
 from faceaudit.search.engine import Engine, exact_pair_scores, reference_parts
 
@@ -78,14 +79,14 @@ def mated_ranks(probes, probe_codes, gallery, gallery_codes, *, device="auto", p
     if probe_codes.size and (probe_codes.max() >= len(first) or probe_codes.min() < 0):
         raise FaceauditError("probe identity codes must be codes of gallery identities")
     s_m = mated_scores(probes, probe_codes, gallery, first, count)
-    hits = torch.zeros(len(probes), dtype=torch.long)
-    carry = torch.zeros(len(probes), dtype=torch.bool)  # the run open at a tile's end was hit
+    dev = resolve_device(device)  # everything below goes to the device once, whatever the shards
+    hits = torch.zeros(len(probes), dtype=torch.long, device=dev)
+    carry = torch.zeros(len(probes), dtype=torch.bool, device=dev)  # the run open at a tile's end was hit
+    codes_dev = torch.from_numpy(gallery_codes).to(dev)
+    mated = torch.from_numpy(probe_codes).to(dev)
+    s_dev = torch.from_numpy(s_m).to(dev)
     for offset, part in reference_parts(gallery):
-        eng = Engine(probes, part, device, precision, memory_budget_bytes, progress, "ranks")
-        codes_dev = torch.from_numpy(gallery_codes).to(eng.device)
-        mated = torch.from_numpy(probe_codes).to(eng.device)
-        s_dev = torch.from_numpy(s_m).to(eng.device)
-        hits, carry = hits.to(eng.device), carry.to(eng.device)
+        eng = Engine(probes, part, dev, precision, memory_budget_bytes, progress, "ranks")
 
         def scan(start, stop, offset=offset, eng=eng, codes_dev=codes_dev, mated=mated, s_dev=s_dev):
             for q0, q1, r0, r1 in eng.blocks(start, stop):
