@@ -102,7 +102,10 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
     :class:`FaceauditError` for a missing dataset or weights, an absent GPU
     or a partial output made with other settings.
     """
+    import torch
+
     from faceaudit.device import resolve_device
+    from faceaudit.embed.embedder import default_threads
     from faceaudit.io.sources import open_source
     import faceaudit.models as models
 
@@ -136,6 +139,8 @@ def embed_dataset(source_path: str | os.PathLike, output_path: str | os.PathLike
         aligner = create_aligner(align, Path(models_dir))
 
     started = time.perf_counter()
+    if torch_device.type == "cpu":  # before loading: an onnxruntime session is opened with this many threads
+        torch.set_num_threads(threads or default_threads())
     model, info = models.load_model(arch, weights, torch_device, models_dir, option=weights_option,
                                     preprocessing=preprocessing)
     spec = spec.with_preprocessing(info)  # --arch onnx: read from its file
