@@ -49,6 +49,14 @@ def _as_scores(values, name: str) -> np.ndarray:
     return array
 
 
+def distinct(sorted_values: np.ndarray) -> np.ndarray:
+    """The distinct values of an ascending array (neighbours compared: faster than ``np.unique``)."""
+    keep = np.empty(sorted_values.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=keep[1:])
+    return sorted_values[keep]
+
+
 def roc_counts(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, false matches, false non-matches) at every unique score, ascending.
 
@@ -56,11 +64,7 @@ def roc_counts(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     g = np.sort(_as_scores(genuine, "genuine"))
     i = np.sort(_as_scores(impostor, "impostor"))
-    merged = np.sort(np.concatenate([g, i]), kind="stable")  # merges the two sorted runs
-    keep = np.empty(merged.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
-    thresholds = merged[keep]
+    thresholds = distinct(np.sort(np.concatenate([g, i]), kind="stable"))  # the sort merges two sorted runs
     fnm = np.searchsorted(g, thresholds, side="left")
     fm = i.size - np.searchsorted(i, thresholds, side="left")
     return thresholds, fm, fnm

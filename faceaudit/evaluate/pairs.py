@@ -22,6 +22,7 @@ import numpy as np
 
 from faceaudit import checks
 from faceaudit.errors import FaceauditError, FaceauditWarning
+from faceaudit.evaluate.metrics import distinct
 
 DEFAULT_SEED = 42
 #: exhaustive mode refuses to hold more pair indices than this many bytes (16 per pair; the
@@ -107,14 +108,6 @@ def _spaces(identities) -> tuple[_PairSpace, _PairSpace]:
     return _PairSpace(order, ends, mated=True), _PairSpace(order, ends, mated=False)
 
 
-def _unique_sorted(values: np.ndarray) -> np.ndarray:
-    values = np.sort(values)
-    keep = np.empty(values.size, dtype=bool)
-    keep[:1] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
-
-
 def sample_distinct(rng: np.random.Generator, total: int, n: int) -> np.ndarray:
     """``n`` distinct integers drawn uniformly from ``[0, total)``, sorted ascending.
 
@@ -134,10 +127,10 @@ def sample_distinct(rng: np.random.Generator, total: int, n: int) -> np.ndarray:
         return np.flatnonzero(keep).astype(np.int64)
     # m draws give about total * (1 - exp(-m / total)) distinct values; ask for a little more
     want = n + int(n * n / (2 * total)) + 16
-    got = _unique_sorted(rng.integers(0, total, size=want, dtype=np.int64))
+    got = distinct(np.sort(rng.integers(0, total, size=want, dtype=np.int64)))
     while got.size < n:
         extra = (n - got.size) * 2 + 16
-        got = _unique_sorted(np.concatenate([got, rng.integers(0, total, size=extra, dtype=np.int64)]))
+        got = distinct(np.sort(np.concatenate([got, rng.integers(0, total, size=extra, dtype=np.int64)])))
     if got.size > n:
         got = np.delete(got, rng.choice(got.size, size=got.size - n, replace=False))
     return got

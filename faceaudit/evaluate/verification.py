@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faceaudit.errors import FaceauditError
-from faceaudit.evaluate.metrics import nearest_rate_index
+from faceaudit.evaluate.metrics import distinct, nearest_rate_index
 
 FAR_TARGETS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 SCORE_KEYS = ("accuracy", "precision", "recall", "f1", "far", "frr")
@@ -103,12 +103,7 @@ def sweep(scores, mated, folds=None, n_folds: int | None = None) -> Sweep:
         raise FaceauditError("pair scores hold NaN or infinite values")
     if not mated.any() or mated.all():
         raise FaceauditError("verification needs both mated and non-mated pairs")
-    values = np.sort(scores)
-    keep = np.empty(values.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    values = values[keep]
-    del keep
+    values = distinct(np.sort(scores))
     if folds is None:
         folds, n_folds = np.zeros(scores.size, dtype=np.int16), 1
     else:
