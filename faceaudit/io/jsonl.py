@@ -159,7 +159,8 @@ def _fast_block(block: list[bytes], dim: int | None):
     time than a call per line); any irregularity sends the block to the line-by-line path.
     """
     joined = b",".join(block)
-    if _LIST_BOOLEAN.search(joined):  # JSON booleans in a list are no numbers: checked line by line
+    # JSON booleans in a list are no numbers: checked line by line (the substring test first: it is ~10x faster)
+    if (b"true" in joined or b"false" in joined) and _LIST_BOOLEAN.search(joined):
         return None
     try:
         records = loads(b"[" + joined + b"]")
